@@ -1,0 +1,25 @@
+# Every target runs inside .venv at the repository root.
+PY := .venv/bin/python
+PIP := .venv/bin/pip
+STAMP := .venv/.installed
+
+.PHONY: setup demo test bench clean-demo
+
+setup: $(STAMP)
+
+# torch==2.13.0 is the CPU build on local disk; an unpinned torch downloads GBs of CUDA.
+$(STAMP): pyproject.toml
+	python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[distill,test]'
+	touch $(STAMP)
+
+demo: setup
+	$(PY) -m pipeline.run --output demo_output/corpus --overwrite
+
+test: setup
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+bench: setup
+	$(PY) -m bench.run_all
