@@ -114,17 +114,18 @@ def write_shard(path: str, sequences: np.ndarray, dtype: str, pad_id: int = 0) -
     with pa.ipc.new_file(sink, batch.schema) as writer:
         writer.write_batch(batch)
     data = sink.getvalue()
-    _write_atomic(path, data)
+    write_bytes_atomic(path, data)
     return hashlib.sha256(data).hexdigest(), int(np.count_nonzero(sequences != pad_id))
 
 
 def write_json_atomic(path: str, payload: dict) -> None:
     """Write a JSON document (sorted keys, UTF-8) under a temp name, then rename."""
     text = json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    _write_atomic(path, text.encode("utf-8"))
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def _write_atomic(path: str, data) -> None:
+def write_bytes_atomic(path: str, data) -> None:
+    """Write bytes under a temp name in the target directory, then rename onto `path`."""
     fs, target = resolve(path)
     fs.create_dir(posixpath.dirname(target), recursive=True)
     temp = f"{target}.{uuid.uuid4().hex}.tmp"

@@ -1,0 +1,158 @@
+"""Pure, Beam-free pieces of `pipeline.shard`: tokenize a batch, assign documents, pack sequences.
+
+Documents travel as one flat token array plus one length per document (the Arrow list
+layout), so a batch of thousands of ~35-character comments is a few numpy arrays, never a
+Python object per document.
+
+Packing (every row is exactly seq_len ids, starts with [CLS], ends its content with [SEP],
+then [PAD] to the end):
+
+- `concat`: `[CLS] d1 [SEP] d2 [SEP] ... [SEP] [PAD]...`. Documents are placed greedily in
+  order. A document that does not fit in the space left in the current row starts the next
+  row. A document longer than a whole row (more than seq_len - 2 ids) is split: its first
+  chunk fills the space left in the current row, the following chunks fill whole rows, the
+  last chunk is followed by the next documents; every chunk ends with [SEP]. Nothing is
+  truncated; split documents are counted.
+- `none`: one document per row, `[CLS] doc [SEP] [PAD]...`; a document longer than
+  seq_len - 2 ids becomes several rows of seq_len - 2 ids each (counted as split).
+
+Empty documents (no ids after tokenization) take no space and are counted by the caller.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+
+PACKINGS = ("concat", "none")
+
+
+def encode_texts(tokenizer, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Tokenize a batch without special tokens; return (flat uint32 ids, int64 length per text).
+
+    `tokenizer` is a `tokenizers.Tokenizer` with truncation and padding disabled.
+    `encode_batch_fast` skips offset tracking, which packing does not need.
+    """
+    ids = [encoding.ids for encoding in tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)]
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.uint32, count=int(lengths.sum()))
+    return flat, lengths
+
+
+def document_hashes(ids: Sequence[str], seed: int) -> np.ndarray:
+    """Two independent uint64 hashes per document id, [n, 2], stable across runs and machines.
+
+    Column 0 decides the split, column 1 the shard bucket. blake2b of "seed NUL id".
+    """
+    prefix = f"{seed}\0".encode("utf-8")
+    digests = b"".join(hashlib.blake2b(prefix + doc_id.encode("utf-8"), digest_size=16).digest() for doc_id in ids)
+    return np.frombuffer(digests, dtype="<u8").reshape(len(ids), 2)
+
+
+def is_validation(split_hashes: np.ndarray, fraction: float) -> np.ndarray:
+    """Boolean mask: a document belongs to validation when its split hash / 2**64 < fraction."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
+    return split_hashes < np.uint64(int(fraction * 2.0**64))
+
+
+def shard_buckets(bucket_hashes: np.ndarray, n_buckets: int) -> np.ndarray:
+    """The shard bucket (0 .. n_buckets - 1) of each document, from its bucket hash."""
+    return (bucket_hashes % np.uint64(n_buckets)).astype(np.int64)
+
+
+def bucket_count(tokens: int, shard_tokens: int) -> int:
+    """How many shards a split of `tokens` ids gets so that each holds about `shard_tokens`."""
+    return max(1, round(tokens / shard_tokens))
+
+
+def take_documents(tokens: np.ndarray, lengths: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reorder (or select) documents of a flat batch: (tokens, lengths) of documents `order`."""
+    order = np.asarray(order, dtype=np.int64)
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1])) if len(lengths) else np.zeros(0, np.int64)
+    new_lengths = lengths[order]
+    new_starts = np.concatenate(([0], np.cumsum(new_lengths)[:-1])) if len(order) else np.zeros(0, np.int64)
+    gather = np.arange(int(new_lengths.sum()), dtype=np.int64) + np.repeat(starts[order] - new_starts, new_lengths)
+    return tokens[gather], new_lengths
+
+
+def _check(tokens: np.ndarray, lengths: np.ndarray, seq_len: int) -> None:
+    if seq_len < 3:
+        raise ValueError(f"seq_len must be at least 3 ([CLS], one id, [SEP]), got {seq_len}")
+    if (lengths < 0).any() or int(lengths.sum()) != len(tokens):
+        raise ValueError(f"lengths (sum {int(lengths.sum())}) do not describe {len(tokens)} tokens")
+
+
+def _fill(tokens, src_starts, seg_lengths, dst_starts, n_rows, seq_len, cls, sep, pad) -> np.ndarray:
+    """Rows of [PAD] with [CLS] first; segment i of `tokens` copied to flat position dst_starts[i], then [SEP].
+
+    The segments must tile `tokens` in order, which lets one vectorised scatter place every id.
+    """
+    out = np.full((n_rows, seq_len), pad, dtype=np.uint32)
+    out[:, 0] = cls
+    flat = out.reshape(-1)
+    src_starts, seg_lengths, dst_starts = (np.asarray(a, dtype=np.int64) for a in (src_starts, seg_lengths, dst_starts))
+    flat[np.arange(len(tokens), dtype=np.int64) + np.repeat(dst_starts - src_starts, seg_lengths)] = tokens
+    flat[dst_starts + seg_lengths] = sep
+    return out
+
+
+def pack_concat(tokens: np.ndarray, lengths: np.ndarray, seq_len: int, cls: int, sep: int, pad: int) -> tuple[np.ndarray, int]:
+    """Pack documents several to a row (see the module docstring); return (rows uint32 [n, seq_len], split docs)."""
+    _check(tokens, lengths, seq_len)
+    capacity = seq_len - 1  # slots after [CLS]; a document of L ids takes L + 1 with its [SEP]
+    src_starts: list[int] = []
+    seg_lengths: list[int] = []
+    dst_starts: list[int] = []
+    row = used = src = n_split = 0
+    for length in lengths.tolist():
+        if length == 0:
+            continue
+        if length + 1 <= capacity - used:
+            pass
+        elif length + 1 <= capacity:
+            row, used = row + 1, 0
+        else:
+            n_split += 1
+            position = 0
+            while position < length:
+                room = capacity - used - 1
+                if room < 1:
+                    row, used, room = row + 1, 0, capacity - 1
+                take = min(room, length - position)
+                src_starts.append(src + position)
+                seg_lengths.append(take)
+                dst_starts.append(row * seq_len + 1 + used)
+                used += take + 1
+                position += take
+            src += length
+            continue
+        src_starts.append(src)
+        seg_lengths.append(length)
+        dst_starts.append(row * seq_len + 1 + used)
+        used += length + 1
+        src += length
+    n_rows = row + 1 if used else row
+    return _fill(tokens, src_starts, seg_lengths, dst_starts, n_rows, seq_len, cls, sep, pad), n_split
+
+
+def pack_none(tokens: np.ndarray, lengths: np.ndarray, seq_len: int, cls: int, sep: int, pad: int) -> tuple[np.ndarray, int]:
+    """One document per row (long ones over several rows); return (rows uint32 [n, seq_len], split docs)."""
+    _check(tokens, lengths, seq_len)
+    chunk = seq_len - 2
+    lengths = np.asarray(lengths, dtype=np.int64)
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1])) if len(lengths) else np.zeros(0, np.int64)
+    chunks = -(-lengths // chunk)  # ceil; 0 for empty documents
+    n_rows = int(chunks.sum())
+    doc_of_row = np.repeat(np.arange(len(lengths)), chunks)
+    index_in_doc = np.arange(n_rows) - np.repeat(np.cumsum(chunks) - chunks, chunks)
+    seg_lengths = np.minimum(chunk, lengths[doc_of_row] - index_in_doc * chunk)
+    src_starts = starts[doc_of_row] + index_in_doc * chunk
+    dst_starts = np.arange(n_rows, dtype=np.int64) * seq_len + 1
+    rows = _fill(tokens, src_starts, seg_lengths, dst_starts, n_rows, seq_len, cls, sep, pad)
+    return rows, int(np.count_nonzero(chunks > 1))
+
+
+PACKERS = {"concat": pack_concat, "none": pack_none}
