@@ -133,10 +133,14 @@ def build_pipeline(pipeline: beam.Pipeline, inputs: list[InputFile], args, stagi
                                reading.FieldSpec.parse_keep_fields(args.keep_fields))
     clean_options = CleanOptions(nfc=args.nfc, keep_digit_runs=args.keep_digit_runs, keep_hanja=args.keep_hanja)
     file_groups = [inputs] if args.limit is not None else [[f] for f in inputs]
-    parsed = (
+    read = (
         pipeline
         | "Files" >> beam.Create(file_groups)
-        | "ReadLines" >> beam.ParDo(ReadLineBatches(args.max_line_bytes, args.limit))
+        | "ReadLines" >> beam.ParDo(ReadLineBatches(args.max_line_bytes, args.limit)).with_outputs(
+            ReadLineBatches.COUNTS, main="batches")
+    )
+    parsed = (
+        read.batches
         | "Spread" >> beam.Reshuffle()
         | "ParseCleanFilter" >> beam.ParDo(
             ParseCleanFilter(fields, clean_options, args.min_chars, args.max_chars, num_partitions)
@@ -168,7 +172,7 @@ def build_pipeline(pipeline: beam.Pipeline, inputs: list[InputFile], args, stagi
         | "GroupRejected" >> beam.GroupByKey()
         | "WriteRejected" >> beam.FlatMap(write_rejected, staging, num_partitions)
     )
-    count_streams = [parsed.counts, deduped.counts, written.counts]
+    count_streams = [read.counts, parsed.counts, deduped.counts, written.counts]
     if components is not None:
         count_streams.append(components | "NearDedupCounts" >> beam.Map(
             lambda c: {"near_dedup_candidate_pairs": c["candidate_pairs"],
@@ -231,6 +235,7 @@ def build_stats(counts: dict, args, inputs: list[InputFile], near: NearDedupOpti
         "output_records": counts["output_records"],
         "dropped": dropped,
         "files": {"matched": len(inputs), "read": counts["files_read"], "empty": counts["files_empty"],
+                  "with_read_errors": counts["files_with_read_errors"],
                   "output": files},
         "num_shards": num_partitions,
     }

@@ -18,6 +18,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
@@ -66,6 +67,8 @@ def source_partition(source_name: str, num_partitions: int) -> int:
 class ReadLineBatches(beam.DoFn):
     """A file (or, with a limit, all files in order) -> batches of raw lines."""
 
+    COUNTS = "counts"
+
     def __init__(self, max_line_bytes: int, limit: int | None):
         self.max_line_bytes = max_line_bytes
         self.limit = limit
@@ -74,7 +77,7 @@ class ReadLineBatches(beam.DoFn):
         remaining = self.limit
         for input_file in files:
             for batch in self._read(input_file, remaining):
-                if remaining is not None:
+                if remaining is not None and isinstance(batch, dict):
                     remaining -= len(batch["lines"])
                 yield batch
             if remaining is not None and remaining <= 0:
@@ -86,7 +89,8 @@ class ReadLineBatches(beam.DoFn):
         lines: list[bytes | None] = []
         first_line = line_number = 0
         try:
-            with FileSystems.open(input_file.path) as stream:
+            with FileSystems.open(input_file.path, compression_type=CompressionTypes.UNCOMPRESSED) as raw_stream:
+                stream = reading.open_decompressed(raw_stream, input_file.path)
                 for raw in reading.iter_lines(stream, self.max_line_bytes):
                     if input_file.fmt in ("tsv", "csv") and header is None and raw is not None:
                         header = reading.parse_header(raw, input_file.fmt)
@@ -109,11 +113,14 @@ class ReadLineBatches(beam.DoFn):
                 lines = []
             yield {"file": input_file, "header": header, "first_line": line_number + 1, "lines": [],
                    "read_error": f"{type(error).__name__}: {error}"}
+            count(counts, "files_with_read_errors")
+        else:
+            if line_number == 0:
+                count(counts, "files_empty")
         if lines:
             yield self._batch(input_file, header, first_line, lines)
         count(counts, "files_read")
-        if line_number == 0:
-            count(counts, "files_empty")
+        yield beam.pvalue.TaggedOutput(self.COUNTS, counts)
 
     @staticmethod
     def _batch(input_file, header, first_line, lines):

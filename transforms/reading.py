@@ -7,14 +7,17 @@ kept fields) or a reject with a reason. Every line read becomes exactly one of t
 """
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
 import io
 import json
+import lzma
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 FORMATS = ("text", "jsonl", "tsv", "csv")
-COMPRESSION_SUFFIXES = (".gz", ".gzip", ".bz2", ".zst", ".zstd", ".xz", ".lzma", ".deflate")
+COMPRESSION_SUFFIXES = (".gz", ".gzip", ".bz2", ".zst", ".zstd", ".xz", ".lzma")
 FORMAT_BY_SUFFIX = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".tsv": "tsv", ".csv": "csv",
                     ".txt": "text", ".text": "text"}
 READ_CHUNK_BYTES = 1 << 20
@@ -102,7 +105,8 @@ def iter_lines(stream: BinaryIO, max_line_bytes: int, chunk_bytes: int = READ_CH
     """
     pending = b""  # the unfinished last line of the chunks so far
     skipping = False  # inside a line already known to be too long
-    while chunk := stream.read(chunk_bytes):
+    read = getattr(stream, "read1", stream.read)  # read1: what was decoded before a corrupt tail is not lost
+    while chunk := read(chunk_bytes):
         pieces = chunk.split(b"\n")
         if len(pieces) == 1:  # no line ends in this chunk
             if not skipping:
@@ -134,6 +138,53 @@ def _bounded(line: bytes, max_line_bytes: int) -> bytes | None:
     return line[:-1] if line.endswith(b"\r") else line
 
 
+class _ZstdReader(io.RawIOBase):
+    """A zstd stream (one or more frames) that raises EOFError when the last frame is cut short."""
+
+    def __init__(self, raw: BinaryIO):
+        import zstandard
+
+        self._raw, self._new = raw, zstandard.ZstdDecompressor().decompressobj
+        self._decompressor, self._buffer, self._frame_open = self._new(), b"", False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target) -> int:
+        while not self._buffer:
+            chunk = self._raw.read(READ_CHUNK_BYTES)
+            if not chunk:
+                if self._frame_open:
+                    raise EOFError("zstd stream ended before the end of its frame")
+                return 0
+            while chunk:
+                self._frame_open = True
+                self._buffer += self._decompressor.decompress(chunk)
+                chunk = b""
+                if self._decompressor.eof:
+                    chunk, self._decompressor, self._frame_open = self._decompressor.unused_data, self._new(), False
+        size = min(len(target), len(self._buffer))
+        target[:size], self._buffer = self._buffer[:size], self._buffer[size:]
+        return size
+
+
+def open_decompressed(raw: BinaryIO, path: str) -> BinaryIO:
+    """Decompress by file suffix with decoders that raise on truncated input.
+
+    (Beam's own gzip reader ends a cut-short file silently, which would lose records.)
+    """
+    name = path.lower()
+    if name.endswith((".gz", ".gzip")):
+        return gzip.GzipFile(fileobj=raw)
+    if name.endswith(".bz2"):
+        return bz2.BZ2File(raw)
+    if name.endswith((".xz", ".lzma")):
+        return lzma.LZMAFile(raw)
+    if name.endswith((".zst", ".zstd")):
+        return io.BufferedReader(_ZstdReader(raw), READ_CHUNK_BYTES)
+    return raw
+
+
 def _convert(value: object, kind: str) -> object:
     if value is None:
         return None
@@ -160,7 +211,7 @@ def parse_line(raw: bytes, fmt: str, fields: FieldSpec, columns: list[str] | Non
     if not line.strip():
         return BLANK_LINE
     if fmt == "text":
-        return None, line, {}
+        return None, line, {name: None for name, _ in fields.keep_fields}
     if fmt == "jsonl":
         try:
             obj = json.loads(line)
