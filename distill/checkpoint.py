@@ -1,0 +1,113 @@
+"""Training checkpoints: atomic, checksummed, the newest `keep` kept.
+
+A checkpoint is a directory `checkpoints/step-NNNNNNNNN/` with `model.safetensors` (the
+trainable module's weights) and `state.pt` (optimizer, RNG states, loader position, step,
+config: tensors and plain containers only, read back with `torch.load(weights_only=True)`),
+and, written last, `COMPLETE.json` with the sha256 of both files. It is assembled under a
+temporary name and renamed into place, so a crash leaves either the whole checkpoint or none;
+a checkpoint damaged later (truncated copy, bad disk) fails its checksums and the previous one
+is used instead.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+MARKER = "COMPLETE.json"
+WEIGHTS = "model.safetensors"
+STATE = "state.pt"
+STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(8 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def save_checkpoint(root: Path, step: int, module: nn.Module, state: dict, keep: int = 2) -> Path:
+    """Write checkpoint `step` under root atomically, then delete all but the newest `keep`."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:09d}"
+    temp = root / f".tmp-{final.name}-{uuid.uuid4().hex}"
+    temp.mkdir()
+    try:
+        save_model(module, str(temp / WEIGHTS))
+        torch.save(state, temp / STATE)
+        for name in (WEIGHTS, STATE):
+            with open(temp / name, "rb") as handle:
+                os.fsync(handle.fileno())
+        marker = {"step": step, "sha256": {name: _sha256(temp / name) for name in (WEIGHTS, STATE)}}
+        with open(temp / MARKER, "w", encoding="utf-8") as handle:
+            json.dump(marker, handle, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(temp, final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    for stale in step_dirs(root)[:-keep]:
+        shutil.rmtree(stale)
+    return final
+
+
+def step_dirs(root: Path) -> list[Path]:
+    """Checkpoint directories under root, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := STEP_DIR.match(p.name))]
+    return [path for _, path in sorted(found)]
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint cannot be used, or None when it is complete and intact."""
+    try:
+        marker = json.loads((path / MARKER).read_text(encoding="utf-8"))
+        expected = marker["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"no readable {MARKER} (the save did not finish)"
+    for name in (WEIGHTS, STATE):
+        if not (path / name).is_file():
+            return f"{name} is missing"
+        if _sha256(path / name) != expected.get(name):
+            return f"{name} does not match its checksum (truncated or corrupt)"
+    return None
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest intact checkpoint; damaged newer ones are reported on stderr and skipped."""
+    for path in reversed(step_dirs(root)):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        print(f"distill: skipping checkpoint {path}: {problem}", file=sys.stderr)
+    return None
+
+
+def load_checkpoint(path: Path, module: nn.Module) -> dict:
+    """Load the weights into module (strictly) and return the training state."""
+    load_model(module, str(path / WEIGHTS), strict=True)
+    return torch.load(path / STATE, weights_only=True)

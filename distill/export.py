@@ -1,0 +1,48 @@
+"""Export the student as a plain Hugging Face model directory.
+
+DIR/student/ holds config.json, model.safetensors and the shards' tokenizer files, so that
+`AutoModel.from_pretrained`, `AutoModelForMaskedLM.from_pretrained` and
+`AutoTokenizer.from_pretrained` all load it. The config carries no runtime flags
+(output_attentions, return_dict, ...): the seeds' KoMiniLM configs shipped
+`output_attentions: true, return_dict: false`, which silently changes what every user's
+forward() returns. The directory appears atomically (built beside, then renamed).
+"""
+from __future__ import annotations
+
+import copy
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+from transformers import BertConfig, BertForMaskedLM
+
+from distill.configs import RUNTIME_FLAGS
+
+
+def export_student(student: BertForMaskedLM, tokenizer_dir: Path, out_dir: Path) -> Path:
+    """Write the student (fp32, on the CPU) and the tokenizer files to out_dir, replacing it."""
+    config = copy.deepcopy(student.config)
+    defaults = BertConfig()
+    for flag in RUNTIME_FLAGS:
+        if hasattr(defaults, flag):
+            setattr(config, flag, getattr(defaults, flag))
+    config.architectures = ["BertForMaskedLM"]
+    exported = BertForMaskedLM(config)
+    state = {name: tensor.detach().to("cpu", torch.float32) for name, tensor in student.state_dict().items()}
+    exported.load_state_dict(state)
+    temp = out_dir.parent / f".tmp-{out_dir.name}-{uuid.uuid4().hex}"
+    try:
+        exported.save_pretrained(temp)
+        for path in sorted(Path(tokenizer_dir).iterdir()):
+            if path.is_file():
+                shutil.copy2(path, temp / path.name)
+        if out_dir.exists():
+            old = out_dir.parent / f".old-{out_dir.name}-{uuid.uuid4().hex}"
+            out_dir.rename(old)
+            shutil.rmtree(old)
+        temp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return out_dir

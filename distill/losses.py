@@ -1,0 +1,162 @@
+"""Distillation losses: pure, vectorised functions of captured tensors and masks.
+
+Every loss has the signature ``f(student: Side, teacher: Side, masks: Masks, **params) -> Tensor``
+and returns a 0-dim float32 tensor. No per-example Python loops, no ``.item()``, no
+data-dependent shapes: the same graph runs on CPU, CUDA and XLA without recompiling.
+Padding is handled with masks (padded keys get no probability, padded query rows and
+empty prediction slots get no weight), never by selecting elements.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Side:
+    """What one model produced that a loss term reads (absent fields are None).
+
+    query/key/value: one layer's attention projections, [batch, seq, hidden] (heads concatenated).
+    hidden: one layer's output hidden states, [batch, seq, hidden] (already projected to the
+    teacher's width for the student when the widths differ).
+    logits: MLM logits at the prediction slots, [batch, slots, vocab].
+    num_heads: attention heads of the layer the projections come from.
+    """
+
+    query: Tensor | None = None
+    key: Tensor | None = None
+    value: Tensor | None = None
+    hidden: Tensor | None = None
+    logits: Tensor | None = None
+    num_heads: int = 1
+
+
+@dataclass(frozen=True)
+class Masks:
+    """tokens: bool [batch, seq], True for real (non-pad) tokens.
+    targets: long [batch, slots], the original token id at each prediction slot, -100 for an empty slot."""
+
+    tokens: Tensor
+    targets: Tensor
+
+
+def _split_heads(x: Tensor, heads: int) -> Tensor:
+    """[batch, seq, hidden] -> [batch, heads, seq, hidden / heads], in float32."""
+    batch, seq, width = x.shape
+    if width % heads:
+        raise ValueError(f"hidden size {width} is not divisible by {heads} heads")
+    return x.float().view(batch, seq, heads, width // heads).transpose(1, 2)
+
+
+def relation_log_probs(left: Tensor, right: Tensor, heads: int, key_mask: Tensor) -> Tensor:
+    """log softmax(left_h right_hᵀ / √d_h) per head, padded keys excluded: [batch, heads, seq, seq].
+
+    With left = Q and right = K this is the self-attention distribution; with left = right = V
+    it is MiniLM's value relation.
+    """
+    left_h, right_h = _split_heads(left, heads), _split_heads(right, heads)
+    scores = left_h @ right_h.transpose(-1, -2) / math.sqrt(left_h.shape[-1])
+    scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
+    return scores.log_softmax(dim=-1)
+
+
+def relation_kl(teacher_log_probs: Tensor, student_log_probs: Tensor, tokens: Tensor) -> Tensor:
+    """KL(teacher ‖ student) per query row, averaged over heads and real query tokens."""
+    keys = tokens[:, None, None, :]
+    pointwise = teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)
+    per_row = torch.where(keys, pointwise, torch.zeros_like(pointwise)).sum(dim=-1)
+    rows = tokens[:, None, :].to(per_row.dtype)
+    heads = per_row.shape[1]
+    return (per_row * rows).sum() / (rows.sum() * heads).clamp(min=1.0)
+
+
+def _self_relation_kl(student_x: Tensor, teacher_x: Tensor, student_heads: int, teacher_heads: int, tokens: Tensor) -> Tensor:
+    teacher_lp = relation_log_probs(teacher_x, teacher_x, teacher_heads, tokens)
+    student_lp = relation_log_probs(student_x, student_x, student_heads, tokens)
+    return relation_kl(teacher_lp, student_lp, tokens)
+
+
+def attention_kl(student: Side, teacher: Side, masks: Masks) -> Tensor:
+    """MiniLM: KL between the teacher's and the student's self-attention distributions (same head count)."""
+    if student.num_heads != teacher.num_heads:
+        raise ValueError(
+            f"attention_kl needs the same number of heads (teacher {teacher.num_heads}, student {student.num_heads}); "
+            "use the minilmv2 objective, whose relation heads are independent of attention heads"
+        )
+    teacher_lp = relation_log_probs(teacher.query, teacher.key, teacher.num_heads, masks.tokens)
+    student_lp = relation_log_probs(student.query, student.key, student.num_heads, masks.tokens)
+    return relation_kl(teacher_lp, student_lp, masks.tokens)
+
+
+def value_relation_kl(student: Side, teacher: Side, masks: Masks, relation_heads: int | None = None) -> Tensor:
+    """KL between value relations softmax(V Vᵀ/√d); relation_heads None means the attention heads (MiniLM v1)."""
+    if relation_heads is None and student.num_heads != teacher.num_heads:
+        raise ValueError("value_relation_kl without relation_heads needs the same number of heads in teacher and student")
+    return _self_relation_kl(
+        student.value, teacher.value, relation_heads or student.num_heads, relation_heads or teacher.num_heads, masks.tokens
+    )
+
+
+def query_relation_kl(student: Side, teacher: Side, masks: Masks, relation_heads: int) -> Tensor:
+    """MiniLMv2: KL between query-query relations split into relation_heads heads."""
+    return _self_relation_kl(student.query, teacher.query, relation_heads, relation_heads, masks.tokens)
+
+
+def key_relation_kl(student: Side, teacher: Side, masks: Masks, relation_heads: int) -> Tensor:
+    """MiniLMv2: KL between key-key relations split into relation_heads heads."""
+    return _self_relation_kl(student.key, teacher.key, relation_heads, relation_heads, masks.tokens)
+
+
+def soft_target_kl(student: Side, teacher: Side, masks: Masks, temperature: float = 2.0) -> Tensor:
+    """DistilBERT: KL(softmax(t/T) ‖ softmax(s/T)) × T² at the filled prediction slots."""
+    teacher_lp = (teacher.logits.float() / temperature).log_softmax(dim=-1)
+    student_lp = (student.logits.float() / temperature).log_softmax(dim=-1)
+    per_slot = (teacher_lp.exp() * (teacher_lp - student_lp)).sum(dim=-1)
+    filled = (masks.targets != -100).to(per_slot.dtype)
+    return (per_slot * filled).sum() / filled.sum().clamp(min=1.0) * temperature**2
+
+
+def mlm_cross_entropy(student: Side, teacher: Side, masks: Masks) -> Tensor:
+    """Masked-LM cross-entropy of the student against the original tokens at the filled slots."""
+    logits = student.logits.float()
+    per_slot = F.cross_entropy(logits.flatten(0, 1), masks.targets.flatten(), ignore_index=-100, reduction="none")
+    filled = (masks.targets != -100).to(per_slot.dtype)
+    return per_slot.sum() / filled.sum().clamp(min=1.0)
+
+
+def hidden_cosine(student: Side, teacher: Side, masks: Masks) -> Tensor:
+    """DistilBERT: 1 - cos(student hidden, teacher hidden), averaged over real tokens."""
+    cosine = F.cosine_similarity(student.hidden.float(), teacher.hidden.float(), dim=-1)
+    tokens = masks.tokens.to(cosine.dtype)
+    return ((1.0 - cosine) * tokens).sum() / tokens.sum().clamp(min=1.0)
+
+
+LossFn = Callable[..., Tensor]
+
+LOSSES: dict[str, LossFn] = {
+    "attention_kl": attention_kl,
+    "value_relation_kl": value_relation_kl,
+    "query_relation_kl": query_relation_kl,
+    "key_relation_kl": key_relation_kl,
+    "soft_target_kl": soft_target_kl,
+    "mlm_cross_entropy": mlm_cross_entropy,
+    "hidden_cosine": hidden_cosine,
+}
+
+# What each loss reads from a side: layer tensors ("query", "key", "value", "hidden") or "logits".
+# The teacher needs nothing for mlm_cross_entropy.
+STUDENT_NEEDS: dict[str, frozenset[str]] = {
+    "attention_kl": frozenset({"query", "key"}),
+    "value_relation_kl": frozenset({"value"}),
+    "query_relation_kl": frozenset({"query"}),
+    "key_relation_kl": frozenset({"key"}),
+    "soft_target_kl": frozenset({"logits"}),
+    "mlm_cross_entropy": frozenset({"logits"}),
+    "hidden_cosine": frozenset({"hidden"}),
+}
+TEACHER_NEEDS: dict[str, frozenset[str]] = {**STUDENT_NEEDS, "mlm_cross_entropy": frozenset()}

@@ -1,0 +1,214 @@
+"""Teacher and student models: loading, vocabulary checks, initialisation from teacher layers,
+truncation of the teacher to the depth the losses need, and Q/K/V capture with forward hooks.
+
+Q, K and V are read from forward hooks on the attention projections (the `query`, `key`,
+`value` Linear modules), so the models keep their fast attention kernels (sdpa) and never
+materialise attention probabilities for `output_attentions`; the losses rebuild the
+distributions they need from Q and K.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import Tensor, nn
+from transformers import AutoModelForMaskedLM, AutoTokenizer, BertForMaskedLM, BertModel, BertTokenizerFast
+
+from distill.configs import DistillConfig, LossTerm
+from distill.losses import LOSSES, STUDENT_NEEDS, TEACHER_NEEDS, Masks, Side
+
+LAYER_KINDS = ("query", "key", "value", "hidden")
+
+
+class VocabularyMismatch(ValueError):
+    """The teacher was trained with another vocabulary than the shards'."""
+
+
+def load_teacher(name_or_path: str) -> tuple[BertForMaskedLM, bool]:
+    """(model, whether its checkpoint had an MLM head): a BERT masked-LM teacher from a local
+    directory or a hub id, in eval mode, frozen, fp32 (cast to bf16 on the device later, after
+    the student has copied what it needs)."""
+    try:
+        model, info = AutoModelForMaskedLM.from_pretrained(
+            name_or_path, attn_implementation="sdpa", output_loading_info=True
+        )
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot load the teacher {name_or_path!r}: {error}") from error
+    if not isinstance(model, BertForMaskedLM):
+        raise ValueError(f"the teacher must be a BERT model (model_type 'bert'), {name_or_path} is {model.config.model_type!r}")
+    model.eval().requires_grad_(False)
+    return model, not any(key.startswith("cls.") for key in info["missing_keys"])
+
+
+def teacher_vocabulary(name_or_path: str) -> dict[str, int] | None:
+    """The teacher's tokenizer vocabulary, or None when the teacher ships no tokenizer."""
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path).get_vocab()
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def check_teacher_vocabulary(teacher_vocab_size: int, teacher_vocab: dict[str, int] | None, shard_vocab: list[str]) -> None:
+    """Refuse a teacher whose vocabulary is not the shards' (size always; tokens when the teacher has a tokenizer)."""
+    if teacher_vocab_size != len(shard_vocab):
+        raise VocabularyMismatch(
+            f"the teacher's vocab_size is {teacher_vocab_size} but the shards' tokenizer has {len(shard_vocab)} tokens: "
+            "distillation needs the teacher's own vocabulary (tokenize the corpus with the teacher's tokenizer)"
+        )
+    if teacher_vocab is None:
+        return
+    expected = {token: index for index, token in enumerate(shard_vocab)}
+    if teacher_vocab != expected:
+        by_id = {index: token for token, index in teacher_vocab.items()}
+        differing = [i for i, token in enumerate(shard_vocab) if by_id.get(i) != token]
+        first = differing[0] if differing else min(set(by_id) - set(range(len(shard_vocab))))
+        raise VocabularyMismatch(
+            f"the teacher's tokenizer differs from the shards' at {len(differing)} ids, first at id {first} "
+            f"(teacher {by_id.get(first)!r}, shards {shard_vocab[first] if first < len(shard_vocab) else None!r})"
+        )
+
+
+def shard_tokenizer_vocabulary(tokenizer_dir) -> dict[str, int]:
+    return BertTokenizerFast.from_pretrained(str(tokenizer_dir)).get_vocab()
+
+
+def init_from_teacher(student: BertForMaskedLM, teacher: BertForMaskedLM, layers: list[int]) -> None:
+    """Copy the teacher's embeddings, the chosen encoder layers (student layer i <- teacher layer
+    layers[i]) and the MLM head transform and bias (the decoder is tied to the embeddings)."""
+    with torch.no_grad():
+        student.bert.embeddings.load_state_dict(teacher.bert.embeddings.state_dict())
+        for student_index, teacher_index in enumerate(layers):
+            student.bert.encoder.layer[student_index].load_state_dict(teacher.bert.encoder.layer[teacher_index].state_dict())
+        student.cls.predictions.transform.load_state_dict(teacher.cls.predictions.transform.state_dict())
+        student.cls.predictions.bias.copy_(teacher.cls.predictions.bias)
+
+
+def wanted_layers(terms: list[LossTerm], needs: dict[str, frozenset[str]], side: str) -> dict[int, set[str]]:
+    """layer -> the tensors ("query", "key", "value", "hidden") the terms read from it on one side."""
+    wanted: dict[int, set[str]] = {}
+    for term in terms:
+        kinds = needs[term.name] - {"logits"}
+        if kinds:
+            layer = term.teacher_layer if side == "teacher" else term.student_layer
+            wanted.setdefault(layer, set()).update(kinds)
+    return wanted
+
+
+class LayerCapture:
+    """Forward hooks that keep the outputs of chosen attention projections and encoder layers of a BertModel."""
+
+    def __init__(self, bert: BertModel, wanted: dict[int, set[str]]) -> None:
+        self._store: dict[str, Tensor] = {}
+        self._handles = []
+        for layer, kinds in sorted(wanted.items()):
+            block = bert.encoder.layer[layer]
+            for kind in sorted(kinds):
+                module = block if kind == "hidden" else getattr(block.attention.self, kind)
+                self._handles.append(module.register_forward_hook(partial(self._keep, f"{layer}.{kind}")))
+
+    def _keep(self, key: str, module: nn.Module, inputs: tuple, output) -> None:
+        self._store[key] = output[0] if isinstance(output, tuple) else output
+
+    def take(self) -> dict[str, Tensor]:
+        """What the last forward captured, keyed "LAYER.KIND"; the store is emptied."""
+        captured, self._store = self._store, {}
+        return captured
+
+
+def gather_slots(hidden: Tensor, positions: Tensor) -> Tensor:
+    """[batch, seq, width] at [batch, slots] positions -> [batch, slots, width]."""
+    return hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+
+
+class Teacher:
+    """The frozen teacher, cut to the depth the losses need; calling it returns the captured tensors
+    (and "logits" at the prediction slots when a loss reads them). Never wrapped in DDP."""
+
+    def __init__(self, model: BertForMaskedLM, config: DistillConfig) -> None:
+        depth = config.teacher_depth()
+        model.bert.encoder.layer = nn.ModuleList(list(model.bert.encoder.layer)[:depth])
+        model.config.num_hidden_layers = depth
+        self.bert = model.bert
+        self.head = model.cls if config.needs_teacher_logits() else None
+        self.num_heads = model.config.num_attention_heads
+        self._capture = LayerCapture(self.bert, wanted_layers(config.terms, TEACHER_NEEDS, "teacher"))
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> "Teacher":
+        self.bert.to(device=device, dtype=dtype)
+        if self.head is not None:
+            self.head.to(device=device, dtype=dtype)
+        return self
+
+    @torch.no_grad()
+    def __call__(self, input_ids: Tensor, attention_mask: Tensor, positions: Tensor | None) -> dict[str, Tensor]:
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        outputs = self._capture.take()
+        if self.head is not None:
+            outputs["logits"] = self.head(gather_slots(hidden, positions))
+        return outputs
+
+
+class CapturingStudent(nn.Module):
+    """The student (BertForMaskedLM) with capture hooks and, for hidden-state cosine terms between
+    different widths, the projections to the teacher's width. forward() returns the captured
+    tensors, the projected hidden states ("projected.TERM") and "logits" at the prediction slots
+    when a loss reads them. This is the module DDP wraps; only `student` is exported."""
+
+    def __init__(self, student: BertForMaskedLM, config: DistillConfig) -> None:
+        super().__init__()
+        self.student = student
+        width = student.config.hidden_size
+        self.projections = nn.ModuleDict(
+            {
+                str(index): nn.Linear(width, config.teacher_hidden_size)
+                for index, term in enumerate(config.terms)
+                if term.name == "hidden_cosine" and width != config.teacher_hidden_size
+            }
+        )
+        self.projected_layers = {key: config.terms[int(key)].student_layer for key in self.projections}
+        self.with_logits = config.needs_student_logits()
+        if not self.with_logits:
+            # The MLM head gets no gradient: freeze it so that DDP need not look for unused parameters.
+            student.cls.predictions.transform.requires_grad_(False)
+            student.cls.predictions.bias.requires_grad_(False)
+        self._capture = LayerCapture(student.bert, wanted_layers(config.terms, STUDENT_NEEDS, "student"))
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, positions: Tensor | None = None) -> dict[str, Tensor]:
+        hidden = self.student.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        outputs = self._capture.take()
+        for key, projection in self.projections.items():
+            outputs[f"projected.{key}"] = projection(outputs[f"{self.projected_layers[key]}.hidden"])
+        if self.with_logits:
+            outputs["logits"] = self.student.cls(gather_slots(hidden, positions))
+        return outputs
+
+
+def _side(outputs: dict[str, Tensor], layer: int | None, heads: int, hidden_key: str | None = None) -> Side:
+    return Side(
+        query=outputs.get(f"{layer}.query"),
+        key=outputs.get(f"{layer}.key"),
+        value=outputs.get(f"{layer}.value"),
+        hidden=outputs.get(hidden_key) if hidden_key in outputs else outputs.get(f"{layer}.hidden"),
+        logits=outputs.get("logits"),
+        num_heads=heads,
+    )
+
+
+def term_losses(
+    terms: list[LossTerm],
+    student_outputs: dict[str, Tensor],
+    teacher_outputs: dict[str, Tensor],
+    masks: Masks,
+    student_heads: int,
+    teacher_heads: int,
+) -> list[Tensor]:
+    """Each term's (unweighted) loss, in the order of `terms`."""
+    return [
+        LOSSES[term.name](
+            _side(student_outputs, term.student_layer, student_heads, f"projected.{index}"),
+            _side(teacher_outputs, term.teacher_layer, teacher_heads),
+            masks,
+            **term.params,
+        )
+        for index, term in enumerate(terms)
+    ]
