@@ -261,7 +261,8 @@ def build_stats(counts: dict, args, inputs: list[InputFile], near: NearDedupOpti
 
 def summary(stats: dict) -> str:
     lines = [f"read {stats['input_records']:,} records from {stats['files']['matched']} file(s); "
-             f"kept {stats['output_records']:,} in {len(stats['files']['output'])} file(s)"]
+             f"kept {stats['output_records']:,} in "
+             f"{sum(path.startswith('clean/') for path in stats['files']['output'])} file(s)"]
     for reason, n in sorted(stats["dropped"].items(), key=lambda kv: -kv[1]):
         lines.append(f"  dropped {n:>10,}  {reason}")
     if "near_dedup" in stats:

@@ -99,12 +99,43 @@ def test_rejected_records_name_source_line_and_reason(sample_run):
     assert b"\xff" in lines[bad["line"] - 1] or b"\xc3\x28" in lines[bad["line"] - 1]
 
 
-def test_same_output_in_memory_and_with_two_processes(tmp_path, sample_run):
-    out, _ = sample_run
+@pytest.fixture(scope="module")
+def near_dedup_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("near") / "corpus"
+    stats = run(["--output", str(out), "--write-clusters", "--quiet"])
+    return out, stats
+
+
+def test_near_dedup_removes_planted_near_duplicates_and_keeps_distinct(near_dedup_run):
+    out, stats = near_dedup_run
+    corpus = generate_sample()
+    assert_conserved(stats)
+    kept = {row["id"] for row in read_corpus(out)}
+    exact_group = {d: [d] for d in corpus.distinct_ids}
+    for copy, source in corpus.exact_duplicate_of.items():
+        exact_group[source].append(copy)
+    near_of = {source: near_id for near_id, source in corpus.near_duplicate_of.items()}
+    expected = {min(min(group), near_of.get(d, min(group))) for d, group in exact_group.items()}
+    assert kept == expected
+    near = stats["near_dedup"]
+    assert stats["dropped"]["near_duplicate"] == near["removed"] == len(corpus.near_duplicate_of)
+    assert near["cluster_size_histogram"] == {"2": len(corpus.near_duplicate_of)}
+    clusters = pq.read_table(next((out / "clusters").glob("*.parquet"))).to_pylist()
+    assert len(clusters) == 2 * len(corpus.near_duplicate_of)
+    for row in clusters:
+        assert row["kept"] == (row["id"] == row["cluster_id"]) == (row["id"] in kept)
+        assert row["cluster_id"] <= row["id"]
+
+
+def test_same_output_in_memory_and_with_two_processes(tmp_path, near_dedup_run):
+    out, _ = near_dedup_run
     other = tmp_path / "mp"
-    run(["--output", str(other), "--no-near-dedup", "--keep-fields", "date", "--quiet",
+    run(["--output", str(other), "--write-clusters", "--quiet",
          "--direct_num_workers", "2", "--direct_running_mode", "multi_processing"])
     assert tree_digest(other) == tree_digest(out)
+    again = tmp_path / "again"
+    run(["--output", str(again), "--write-clusters", "--quiet"])
+    assert tree_digest(again) == tree_digest(out)
 
 
 def write_compressed(path: Path, data: bytes) -> Path:

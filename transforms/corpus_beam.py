@@ -228,7 +228,7 @@ class DedupPartition(beam.DoFn):
             target = keys % np.uint64(self.num_partitions)
             for band_partition in np.unique(target):
                 rows, bands = np.nonzero(target == band_partition)
-                entry = {"key": keys[rows, bands], "band": bands.astype(np.uint16), "id": ids[rows],
+                entry = {"key": keys[rows, bands], "id": ids[rows],
                          "partition": np.full(len(rows), partition, dtype=np.int32),
                          "text": texts[rows] if texts is not None else None}
                 yield beam.pvalue.TaggedOutput(self.BANDS, (int(band_partition), entry))
@@ -246,29 +246,36 @@ def merge_columns(batches: list[dict[str, list]]) -> dict[str, list]:
 
 
 def bucket_edges(element, near: NearDedupOptions):
-    """Band entries of one band partition -> candidate edges (a star from each bucket's smallest id)."""
-    from transforms import minhash
+    """Band entries of one key partition -> candidate edges: a star from each bucket's smallest id.
+
+    Band keys already mix in the band index, so a bucket is one key. With --verify an edge
+    is kept only when its pair's true Jaccard reaches the threshold.
+    """
+    from transforms.components import verify_pairs
 
     _, entries = element
     entries = list(entries)
     keys = np.concatenate([e["key"] for e in entries])
-    bands = np.concatenate([e["band"] for e in entries])
     ids = np.concatenate([e["id"] for e in entries])
     partitions = np.concatenate([e["partition"] for e in entries])
-    texts = np.concatenate([e["text"] for e in entries]) if near.verify else None
-    order = np.lexsort((ids, keys, bands))
-    keys, bands, ids, partitions = keys[order], bands[order], ids[order], partitions[order]
-    same_bucket = (keys[1:] == keys[:-1]) & (bands[1:] == bands[:-1])
-    if not same_bucket.any():
-        return
-    # index of each entry's bucket head (the smallest id, entries being sorted by id within a bucket)
-    starts = np.flatnonzero(np.concatenate([[True], ~same_bucket]))
-    head = starts[np.searchsorted(starts, np.arange(len(keys)), side="right") - 1]
-    members = np.flatnonzero(head != np.arange(len(keys)))
+    # Most buckets hold one text: find the shared ones with an integer sort, then order only
+    # their entries by (key, id), which compares strings.
+    by_key = np.argsort(keys, kind="stable")
+    sorted_keys = keys[by_key]
+    shared = np.zeros(len(keys), dtype=bool)
+    shared[1:] = sorted_keys[1:] == sorted_keys[:-1]
+    shared[:-1] |= shared[1:].copy()
+    candidates = by_key[shared]
+    order = candidates[np.lexsort((ids[candidates], keys[candidates]))]
+    keys, ids, partitions = keys[order], ids[order], partitions[order]
+    bucket_start = np.ones(len(keys), dtype=bool)
+    bucket_start[1:] = keys[1:] != keys[:-1]
+    head = np.maximum.accumulate(np.where(bucket_start, np.arange(len(keys)), 0))
+    members = np.flatnonzero((head != np.arange(len(keys))) & (ids[head] != ids))
     heads = head[members]
-    if texts is not None:
-        texts = texts[order]
-        keep = minhash.verify_pairs(list(texts[heads]), list(texts[members]), near.ngram, near.threshold)
+    if near.verify and len(members):
+        texts = np.concatenate([e["text"] for e in entries])[order]
+        keep = verify_pairs(list(texts[heads]), list(texts[members]), near.ngram, near.threshold)
         heads, members = heads[keep], members[keep]
     if len(members):
         yield {"a": ids[heads], "a_partition": partitions[heads], "b": ids[members],
@@ -276,34 +283,35 @@ def bucket_edges(element, near: NearDedupOptions):
 
 
 def near_duplicate_components(edge_batches: list[dict]) -> dict:
-    """All candidate edges -> which ids to remove per partition, clusters and their size histogram.
+    """All candidate edges -> ids to remove per partition, the clusters and their size histogram.
 
-    One union-find over every candidate edge in a single worker: memory grows with the
-    number of distinct ids that have an edge (see docs: the scale limit).
+    One union-find over every candidate edge in a single worker (transforms.components
+    documents the scale where that stops working). The survivor of a cluster is its
+    smallest id: ids are mapped to integers in sorted order before the components.
     """
-    from transforms.components import connected_components
+    from transforms.components import cluster_size_histogram, connected_components
 
     if not edge_batches:
         return {"removed": {}, "clusters": None, "histogram": {}, "candidate_pairs": 0}
-    a = np.concatenate([e["a"] for e in edge_batches])
-    b = np.concatenate([e["b"] for e in edge_batches])
-    partition_of = dict(zip(np.concatenate([a, b]),
-                            np.concatenate([np.concatenate([e["a_partition"] for e in edge_batches]),
-                                            np.concatenate([e["b_partition"] for e in edge_batches])])))
-    nodes, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)  # sorted ids -> ints keep id order
-    edges = inverse.reshape(2, -1).T.astype(np.int64)
-    unique_edges = np.unique(edges, axis=0)
-    representative = connected_components(unique_edges, num_nodes=len(nodes))
+    ends = np.concatenate([np.concatenate([e["a"], e["b"]]) for e in edge_batches])
+    end_partitions = np.concatenate([np.concatenate([e["a_partition"], e["b_partition"]]) for e in edge_batches])
+    names, first, inverse = np.unique(ends, return_index=True, return_inverse=True)
+    pairs, offset = [], 0
+    for n in (len(e["a"]) for e in edge_batches):
+        pairs.append(np.stack([inverse[offset:offset + n], inverse[offset + n:offset + 2 * n]], axis=1))
+        offset += 2 * n
+    edges = np.unique(np.sort(np.concatenate(pairs), axis=1), axis=0)  # a pair found in several bands counts once
+    nodes, representative = connected_components(edges)
+    removed_nodes = nodes[representative != nodes]
     removed: dict[int, list[str]] = {}
-    for node in np.flatnonzero(representative != np.arange(len(nodes))):
-        removed.setdefault(int(partition_of[nodes[node]]), []).append(nodes[node])
-    sizes = Counter(Counter(representative.tolist()).values())
+    for node in removed_nodes:
+        removed.setdefault(int(end_partitions[first[node]]), []).append(names[node])
     return {
-        "removed": {partition: sorted(ids) for partition, ids in removed.items()},
-        "clusters": {"id": nodes.tolist(), "cluster_id": nodes[representative].tolist(),
-                     "kept": (representative == np.arange(len(nodes))).tolist()},
-        "histogram": {str(size): n for size, n in sorted(sizes.items())},
-        "candidate_pairs": int(len(unique_edges)),
+        "removed": removed,
+        "clusters": {"id": names[nodes].tolist(), "cluster_id": names[representative].tolist(),
+                     "kept": (representative == nodes).tolist()},
+        "histogram": {str(size): n for size, n in cluster_size_histogram(representative).items()},
+        "candidate_pairs": int(len(edges)),
     }
 
 
