@@ -9,7 +9,7 @@ from bench.seed_clean import clean as seed_clean
 from bench.common import NSMC_PATH
 from pipeline.sample_corpus import sample_records
 from tests.clean_oracle import oracle_clean
-from transforms.clean import CleanOptions, allowed_code_points, clean_text, make_cleaner
+from transforms.clean import CleanOptions, allowed_code_points, clean_batch, clean_text
 
 
 @pytest.mark.parametrize("raw, cleaned", [
@@ -33,6 +33,7 @@ from transforms.clean import CleanOptions, allowed_code_points, clean_text, make
 ])
 def test_clean_rules(raw, cleaned):
     assert clean_text(raw) == cleaned
+    assert clean_batch(["앞 글", raw, "뒤 글"]) == ["앞 글", cleaned, "뒤 글"]
     assert oracle_clean(raw) == cleaned
     assert seed_clean(raw) == cleaned
 
@@ -50,10 +51,10 @@ def test_allowed_ranges_cover_the_seed_set():
 def test_sample_corpus_matches_oracle_and_seed():
     texts = [record["text"] for record in sample_records()]
     assert len(texts) > 3000
-    for text in texts:
-        expected = oracle_clean(text)
-        assert clean_text(text) == expected
-        assert seed_clean(text) == expected
+    expected = [oracle_clean(text) for text in texts]
+    assert clean_batch(texts) == expected
+    assert [clean_text(text) for text in texts] == expected
+    assert [seed_clean(text) for text in texts] == expected
 
 
 @settings(max_examples=400, deadline=None)
@@ -61,6 +62,7 @@ def test_sample_corpus_matches_oracle_and_seed():
     "http://", "https://www.", ".com", "ㅋㅋㅋㅋ", "\x85", "\u3000", "\u2028", "\x1f"]), max_size=40).map("".join))
 def test_clean_equals_oracle_and_seed_on_generated_text(text):
     assert clean_text(text) == oracle_clean(text) == seed_clean(text)
+    assert clean_batch([text, text + "ㅋㅋㅋㅋ", "ㅋㅋ" + text]) == [clean_text(t) for t in (text, text + "ㅋㅋㅋㅋ", "ㅋㅋ" + text)]
 
 
 @pytest.mark.nsmc
@@ -68,15 +70,23 @@ def test_clean_equals_oracle_and_seed_on_generated_text(text):
 def test_nsmc_matches_seed_and_oracle():
     with lzma.open(NSMC_PATH, "rt", encoding="utf-8") as handle:
         texts = [json.loads(line)["text"] for line in handle]
-    mismatches = [t for t in texts if clean_text(t) != seed_clean(t)]
-    assert mismatches == []
+    seed = [seed_clean(t) for t in texts]
+    assert [clean_text(t) for t in texts] == seed
+    assert [c for i in range(0, len(texts), 20000) for c in clean_batch(texts[i:i + 20000])] == seed
     assert all(clean_text(t) == oracle_clean(t) for t in texts[::10])
 
 
-def test_opt_in_options():
-    assert make_cleaner(CleanOptions()) is clean_text
-    assert make_cleaner(CleanOptions(keep_digit_runs=True))("10000원 ㅋㅋㅋㅋ") == "10000원 ㅋㅋ"
-    assert make_cleaner(CleanOptions(keep_hanja=True))("韓國 정부") == "韓國 정부"
-    decomposed = "\u1100\u1161"  # ᄀ + ᅡ (conjoining jamo) -> 가 after NFC
-    assert clean_text(decomposed) == ""
-    assert make_cleaner(CleanOptions(nfc=True))(decomposed) == "가"
+@pytest.mark.parametrize("options, raw, cleaned", [
+    (CleanOptions(keep_digit_runs=True), "10000원 ㅋㅋㅋㅋ", "10000원 ㅋㅋ"),
+    (CleanOptions(keep_hanja=True), "韓國 정부 日本", "韓國 정부 日本"),
+    (CleanOptions(nfc=True), "\u1100\u1161\u11a8 먹자", "각 먹자"),  # conjoining jamo -> syllable
+    (CleanOptions(), "\u1100\u1161\u11a8 먹자", "먹자"),
+])
+def test_opt_in_options(options, raw, cleaned):
+    assert clean_text(raw, options) == cleaned
+    assert clean_batch([raw, "ㅋㅋㅋㅋ"], options) == [cleaned, "ㅋㅋ"]
+
+
+def test_empty_batch():
+    assert clean_batch([]) == []
+    assert clean_batch(["", " "]) == ["", ""]

@@ -14,9 +14,9 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
 
 import emoji
+import numpy as np
 
 ALLOWED_PUNCTUATION = " .,?!/@$%~％·∼()"
 ASCII_RANGE = ("\x00", "\x7f")
@@ -66,16 +66,8 @@ def _disallowed_run_pattern(keep_hanja: bool) -> re.Pattern[str]:
 
 
 DISALLOWED_RUN = _disallowed_run_pattern(keep_hanja=False)
-
-
-def clean_text(text: str) -> str:
-    """KcBERT's clean(): disallowed runs -> one space, URLs removed, repeats -> 2, spaces collapsed."""
-    text = DISALLOWED_RUN.sub(" ", text)
-    if "http" in text:
-        text = URL_PATTERN.sub("", text)
-    # The seed strips here; no whitespace can take part in a repeat, so the final strip covers it.
-    text = REPEATED_WORD_CHAR.sub(r"\1\1", text)
-    return " ".join(text.split())
+DISALLOWED_RUN_KEEPING_HANJA = _disallowed_run_pattern(keep_hanja=True)
+TEXT_SEPARATOR = "\ue000"  # a private-use character: step 1 removes it from every text
 
 
 @dataclass(frozen=True)
@@ -86,25 +78,44 @@ class CleanOptions:
     keep_digit_runs: bool = False  # do not turn 10000 into 100
     keep_hanja: bool = False  # keep CJK ideographs instead of replacing them with a space
 
-    @property
-    def is_seed(self) -> bool:
-        return not (self.nfc or self.keep_digit_runs or self.keep_hanja)
+
+SEED = CleanOptions()
 
 
-def make_cleaner(options: CleanOptions = CleanOptions()) -> Callable[[str], str]:
-    """The cleaning function for these options; the seed's `clean_text` when none is set."""
-    if options.is_seed:
-        return clean_text
-    disallowed = _disallowed_run_pattern(options.keep_hanja) if options.keep_hanja else DISALLOWED_RUN
-    repeated = REPEATED_NON_DIGIT_WORD_CHAR if options.keep_digit_runs else REPEATED_WORD_CHAR
+def clean_text(text: str, options: CleanOptions = SEED) -> str:
+    """KcBERT's clean(): disallowed runs -> one space, URLs removed, repeats -> 2, spaces collapsed."""
+    if options.nfc:
+        text = unicodedata.normalize("NFC", text)
+    text = (DISALLOWED_RUN_KEEPING_HANJA if options.keep_hanja else DISALLOWED_RUN).sub(" ", text)
+    if "http" in text:
+        text = URL_PATTERN.sub("", text)
+    # The seed strips here; no whitespace can take part in a repeat, so the final strip covers it.
+    text = (REPEATED_NON_DIGIT_WORD_CHAR if options.keep_digit_runs else REPEATED_WORD_CHAR).sub(r"\1\1", text)
+    return " ".join(text.split())
 
-    def clean(text: str) -> str:
-        if options.nfc:
-            text = unicodedata.normalize("NFC", text)
-        text = disallowed.sub(" ", text)
-        if "http" in text:
-            text = URL_PATTERN.sub("", text)
-        text = repeated.sub(r"\1\1", text)
-        return " ".join(text.split())
 
-    return clean
+def clean_batch(texts: list[str], options: CleanOptions = SEED) -> list[str]:
+    """`clean_text` of each text, computed for a whole batch at once (same results, ~2x faster).
+
+    The repeat rule's regex costs most of the clean; it can change only a text with some
+    character four times in a row, which numpy finds over the whole batch in one pass, so
+    the regex runs on those texts alone.
+    """
+    if not texts:
+        return []
+    if options.nfc:
+        texts = [unicodedata.normalize("NFC", text) for text in texts]
+    disallowed = DISALLOWED_RUN_KEEPING_HANJA if options.keep_hanja else DISALLOWED_RUN
+    joined = TEXT_SEPARATOR.join(disallowed.sub(" ", text) for text in texts)
+    if "http" in joined:
+        joined = URL_PATTERN.sub("", joined)  # no URL can span the separator
+    texts = joined.split(TEXT_SEPARATOR)
+    codes = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
+    same_as_next = codes[1:] == codes[:-1]
+    run_starts = np.flatnonzero(same_as_next[:-2] & same_as_next[1:-1] & same_as_next[2:])
+    if len(run_starts):
+        repeated = REPEATED_NON_DIGIT_WORD_CHAR if options.keep_digit_runs else REPEATED_WORD_CHAR
+        text_starts = np.cumsum([0] + [len(text) + 1 for text in texts[:-1]])
+        for index in np.unique(np.searchsorted(text_starts, run_starts, side="right") - 1):
+            texts[index] = repeated.sub(r"\1\1", texts[index])
+    return [" ".join(text.split()) for text in texts]

@@ -23,7 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms import reading
-from transforms.clean import CleanOptions, make_cleaner
+from transforms.clean import CleanOptions, clean_batch
 from transforms.exact_dedup import dedup_exact
 
 METRICS_NAMESPACE = "koforge"
@@ -141,9 +141,6 @@ class ParseCleanFilter(beam.DoFn):
         self.max_chars = max_chars
         self.num_partitions = num_partitions
 
-    def setup(self):
-        self.clean = make_cleaner(self.clean_options)
-
     def process(self, batch):
         started = time.perf_counter()
         input_file: InputFile = batch["file"]
@@ -157,6 +154,7 @@ class ParseCleanFilter(beam.DoFn):
             count(counts, reading.READ_ERROR)
             rejects.append(reading.Reject(input_file.source_name, batch["first_line"], reading.READ_ERROR,
                                           batch["read_error"]).to_json())
+        parsed_records = []  # (line number, id or None, raw text, kept fields)
         for offset, raw in enumerate(batch["lines"]):
             line_number = batch["first_line"] + offset
             parsed = reading.LINE_TOO_LONG if raw is None else reading.parse_line(
@@ -166,9 +164,10 @@ class ParseCleanFilter(beam.DoFn):
                 if parsed != reading.BLANK_LINE:
                     excerpt = "" if raw is None else reading.raw_excerpt(raw)
                     rejects.append(reading.Reject(input_file.source_name, line_number, parsed, excerpt).to_json())
-                continue
-            record_id, text, kept = parsed
-            text = self.clean(text)
+            else:
+                parsed_records.append((line_number, *parsed))
+        cleaned = clean_batch([text for _, _, text, _ in parsed_records], self.clean_options)
+        for (line_number, record_id, _, kept), text in zip(parsed_records, cleaned):
             if not text:
                 count(counts, reading.EMPTY_AFTER_CLEAN)
                 continue
