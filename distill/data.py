@@ -145,8 +145,9 @@ class ShardBatches(IterableDataset):
         offsets = np.concatenate([[0], np.cumsum(np.asarray(self.split.rows, dtype=np.int64)[order])])
         return order, offsets
 
-    def stream_rows(self, epoch: int, first: int, count: int, cache: "_StreamCache") -> tuple[np.ndarray, np.ndarray]:
+    def stream_rows(self, epoch: int, first: int, count: int, cache: "_StreamCache | None" = None) -> tuple[np.ndarray, np.ndarray]:
         """(shard index, row index) of stream positions [first, first + count) of an epoch."""
+        cache = cache or _StreamCache()
         positions = np.arange(first, first + count, dtype=np.int64)
         order, offsets = cache.layout(epoch, self._epoch_layout)
         if self.shuffle_buffer:

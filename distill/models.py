@@ -12,7 +12,7 @@ from functools import partial
 
 import torch
 from torch import Tensor, nn
-from transformers import AutoModelForMaskedLM, AutoTokenizer, BertForMaskedLM, BertModel, BertTokenizerFast
+from transformers import AutoModelForMaskedLM, AutoTokenizer, BertForMaskedLM, BertModel
 
 from distill.configs import DistillConfig, LossTerm
 from distill.losses import LOSSES, STUDENT_NEEDS, TEACHER_NEEDS, Masks, Side
@@ -21,7 +21,7 @@ LAYER_KINDS = ("query", "key", "value", "hidden")
 
 
 class VocabularyMismatch(ValueError):
-    """The teacher was trained with another vocabulary than the shards'."""
+    """A model was trained with another vocabulary than the shards'."""
 
 
 def load_teacher(name_or_path: str) -> tuple[BertForMaskedLM, bool]:
@@ -40,36 +40,33 @@ def load_teacher(name_or_path: str) -> tuple[BertForMaskedLM, bool]:
     return model, not any(key.startswith("cls.") for key in info["missing_keys"])
 
 
-def teacher_vocabulary(name_or_path: str) -> dict[str, int] | None:
-    """The teacher's tokenizer vocabulary, or None when the teacher ships no tokenizer."""
+def model_vocabulary(name_or_path: str) -> dict[str, int] | None:
+    """A model's tokenizer vocabulary, or None when the model ships no tokenizer."""
     try:
         return AutoTokenizer.from_pretrained(name_or_path).get_vocab()
     except (OSError, ValueError, TypeError):
         return None
 
 
-def check_teacher_vocabulary(teacher_vocab_size: int, teacher_vocab: dict[str, int] | None, shard_vocab: list[str]) -> None:
-    """Refuse a teacher whose vocabulary is not the shards' (size always; tokens when the teacher has a tokenizer)."""
-    if teacher_vocab_size != len(shard_vocab):
+def check_vocabulary(who: str, vocab_size: int, vocab: dict[str, int] | None, shard_vocab: list[str]) -> None:
+    """Refuse a model (`who`: "the teacher", "the model") whose vocabulary is not the shards':
+    the size always, every token when the model ships a tokenizer."""
+    if vocab_size != len(shard_vocab):
         raise VocabularyMismatch(
-            f"the teacher's vocab_size is {teacher_vocab_size} but the shards' tokenizer has {len(shard_vocab)} tokens: "
-            "distillation needs the teacher's own vocabulary (tokenize the corpus with the teacher's tokenizer)"
+            f"{who}'s vocab_size is {vocab_size} but the shards' tokenizer has {len(shard_vocab)} tokens: "
+            "the shards must be tokenized with the model's own vocabulary"
         )
-    if teacher_vocab is None:
+    if vocab is None:
         return
-    expected = {token: index for index, token in enumerate(shard_vocab)}
-    if teacher_vocab != expected:
-        by_id = {index: token for token, index in teacher_vocab.items()}
-        differing = [i for i, token in enumerate(shard_vocab) if by_id.get(i) != token]
-        first = differing[0] if differing else min(set(by_id) - set(range(len(shard_vocab))))
+    by_id = {index: token for token, index in vocab.items()}
+    shard_by_id = dict(enumerate(shard_vocab))
+    differing = sorted(i for i in set(by_id) | set(shard_by_id) if by_id.get(i) != shard_by_id.get(i))
+    if differing:
+        first = differing[0]
         raise VocabularyMismatch(
-            f"the teacher's tokenizer differs from the shards' at {len(differing)} ids, first at id {first} "
-            f"(teacher {by_id.get(first)!r}, shards {shard_vocab[first] if first < len(shard_vocab) else None!r})"
+            f"{who}'s tokenizer differs from the shards' at {len(differing)} ids, first at id {first} "
+            f"({who} has {by_id.get(first)!r}, the shards {shard_by_id.get(first)!r})"
         )
-
-
-def shard_tokenizer_vocabulary(tokenizer_dir) -> dict[str, int]:
-    return BertTokenizerFast.from_pretrained(str(tokenizer_dir)).get_vocab()
 
 
 def init_from_teacher(student: BertForMaskedLM, teacher: BertForMaskedLM, layers: list[int]) -> None:

@@ -47,10 +47,10 @@ from distill.masking import masking_spec
 from distill.models import (
     CapturingStudent,
     Teacher,
-    check_teacher_vocabulary,
+    check_vocabulary,
     init_from_teacher,
     load_teacher,
-    teacher_vocabulary,
+    model_vocabulary,
     term_losses,
 )
 from transforms.token_shards import write_json_atomic
@@ -152,7 +152,7 @@ def prepare(args: argparse.Namespace, runtime: devices.Runtime, precision: str) 
     shards = open_shard_dir(args.shards)
     split = open_split(shards, "train")
     teacher_model, head_trained = load_teacher(args.teacher)
-    check_teacher_vocabulary(teacher_model.config.vocab_size, teacher_vocabulary(args.teacher), shards.vocab)
+    check_vocabulary("the teacher", teacher_model.config.vocab_size, model_vocabulary(args.teacher), shards.vocab)
     config = build_config(args, teacher_model.config, shards)
     validate(config, teacher_model.config)
     if not head_trained and (config.needs_teacher_logits() or config.init_from_teacher_layers):

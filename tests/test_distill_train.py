@@ -1,0 +1,145 @@
+"""End to end on sample-corpus shards: the loss goes down, resuming is bit-for-bit, damaged
+checkpoints are skipped, and the exported student round-trips through transformers."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_distill_fixtures import build_world, sample_texts
+from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, BertTokenizerFast
+
+from distill.checkpoint import step_dirs
+from distill.train import learning_rate, main
+
+torch.set_num_threads(1)
+TINY_STUDENT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
+                "max_position_embeddings": 64}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill_train")
+    paths = build_world(root)
+    paths["student_config"] = root / "student.json"
+    paths["student_config"].write_text(json.dumps(TINY_STUDENT), encoding="utf-8")
+    return paths
+
+
+def run(world, output: Path, *extra: str) -> int:
+    return main([
+        "--shards", str(world["shards"]), "--teacher", str(world["teacher"]), "--output", str(output),
+        "--batch-size", "16", "--lr", "2e-3", "--warmup-steps", "2", "--shuffle-buffer", "500", *extra,
+    ])
+
+
+def metrics(output: Path) -> list[dict]:
+    """The logged curve without the wall-clock fields."""
+    timing = {"tokens_per_s", "elapsed_s"}
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in timing}
+        for line in (output / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+
+
+# The resume tests share one uninterrupted run: distilbert (dropout, masking, a hidden-state
+# projection since the student is narrower than the teacher), 8 steps, every step logged.
+RESUME_ARGS = ("--objective", "distilbert", "--max-steps", "8", "--log-every", "1", "--save-every", "2")
+
+
+@pytest.fixture(scope="module")
+def straight(world, tmp_path_factory):
+    output = tmp_path_factory.mktemp("straight") / "out"
+    assert run(world, output, "--student", str(world["student_config"]), *RESUME_ARGS, "--loader-workers", "2") == 0
+    return output
+
+
+@pytest.mark.parametrize("objective", ["minilm", "minilmv2", "distilbert"])
+def test_short_run_lowers_the_loss(world, tmp_path, objective):
+    student = ["--student", str(world["student_config"])]
+    if objective == "minilmv2":
+        student += ["--relation-heads", "8"]
+    assert run(world, tmp_path / "out", "--objective", objective, *student, "--max-steps", "40", "--log-every", "10",
+               "--loader-workers", "0") == 0
+    curve = metrics(tmp_path / "out")
+    assert [line["step"] for line in curve] == [10, 20, 30, 40]
+    assert curve[-1]["loss"] < 0.9 * curve[0]["loss"]
+    terms = {"minilm": ["attention_kl", "value_relation_kl"],
+             "minilmv2": ["query_relation_kl", "key_relation_kl", "value_relation_kl"],
+             "distilbert": ["soft_target_kl", "mlm_cross_entropy", "hidden_cosine"]}[objective]
+    for line in curve:
+        assert set(terms) < set(line) and line["tokens"] > 0 and line["lr"] > 0
+    config = json.loads((tmp_path / "out" / "distill_config.json").read_text())
+    assert [term["name"] for term in config["terms"]] == terms
+
+
+def test_resume_is_bit_for_bit(world, straight, tmp_path):
+    output = tmp_path / "out"
+    args = ("--student", str(world["student_config"]), *RESUME_ARGS)
+    assert run(world, output, *args, "--run-steps", "3", "--loader-workers", "0") == 0
+    assert not (output / "student").exists()
+    assert [p.name for p in step_dirs(output / "checkpoints")] == ["step-000000002", "step-000000003"]
+    assert run(world, output, *args, "--resume", "--loader-workers", "1") == 0
+    assert metrics(output) == metrics(straight)
+    resumed = load_file(str(output / "student" / "model.safetensors"))
+    reference = load_file(str(straight / "student" / "model.safetensors"))
+    assert resumed.keys() == reference.keys()
+    for name in reference:
+        assert torch.equal(resumed[name], reference[name]), name
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous(world, straight, tmp_path, capsys):
+    output = tmp_path / "out"
+    args = ("--student", str(world["student_config"]), *RESUME_ARGS, "--loader-workers", "0")
+    assert run(world, output, *args, "--run-steps", "6") == 0
+    assert [p.name for p in step_dirs(output / "checkpoints")] == ["step-000000004", "step-000000006"]
+    weights = output / "checkpoints" / "step-000000006" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    capsys.readouterr()
+    assert run(world, output, *args, "--resume") == 0
+    err = capsys.readouterr().err
+    assert "skipping checkpoint" in err and "model.safetensors does not match its checksum" in err
+    assert "resuming from" in err and "step-000000004 at step 4" in err
+    assert metrics(output) == metrics(straight)
+
+
+def test_fresh_run_refuses_a_directory_with_checkpoints(world, straight, capsys):
+    assert run(world, straight, "--student", str(world["student_config"]), *RESUME_ARGS, "--loader-workers", "0") == 2
+    assert "already holds checkpoints: pass --resume" in capsys.readouterr().err
+
+
+def test_exported_student_round_trips_through_transformers(world, straight):
+    student_dir = straight / "student"
+    assert (student_dir / "model.safetensors").is_file()
+    assert not list(student_dir.glob("*.bin"))
+    config = json.loads((student_dir / "config.json").read_text())
+    for flag in ("output_attentions", "output_hidden_states", "torchscript"):
+        assert not config.get(flag, False), flag
+    assert config.get("return_dict", True) is True
+    assert config["architectures"] == ["BertForMaskedLM"]
+    assert (config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]) == (32, 2, 800)
+
+    masked_lm = AutoModelForMaskedLM.from_pretrained(str(student_dir))
+    encoder = AutoModel.from_pretrained(str(student_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(student_dir))
+    trained = load_file(str(step_dirs(straight / "checkpoints")[-1] / "model.safetensors"))
+    state = masked_lm.state_dict()
+    for name, tensor in trained.items():
+        if name.startswith("student."):
+            assert torch.equal(state[name.removeprefix("student.")], tensor), name
+    text = sample_texts()[0]
+    shard_tokenizer = BertTokenizerFast.from_pretrained(str(world["shards"] / "tokenizer"))
+    assert tokenizer(text)["input_ids"] == shard_tokenizer(text)["input_ids"]
+    inputs = tokenizer([text, sample_texts()[1]], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = encoder(**inputs).last_hidden_state
+        logits = masked_lm(**inputs).logits
+    assert hidden.shape[-1] == 32 and logits.shape[-1] == 800
+    assert torch.allclose(hidden, masked_lm.bert(**inputs).last_hidden_state, atol=1e-6)
+
+
+def test_learning_rate_schedule():
+    assert [round(learning_rate(s, 1.0, 4, 10), 4) for s in range(10)] == [
+        0.25, 0.5, 0.75, 1.0, 1.0, 0.8333, 0.6667, 0.5, 0.3333, 0.1667]
