@@ -225,11 +225,7 @@ def publish(staging: str, output: str) -> list[str]:
 def build_stats(counts: dict, args, inputs: list[InputFile], near: NearDedupOptions | None, num_partitions: int,
                 files: list[str], timings: dict) -> dict:
     counts = Counter(counts)
-    reasons = [reading.INVALID_UTF8, reading.MALFORMED_JSON, reading.NOT_AN_OBJECT, reading.MISSING_TEXT,
-               reading.TEXT_NOT_STRING, reading.MALFORMED_ROW, reading.BAD_FIELD, reading.LINE_TOO_LONG,
-               reading.READ_ERROR, reading.BLANK_LINE, reading.EMPTY_AFTER_CLEAN, reading.TOO_SHORT,
-               reading.TOO_LONG, reading.EXACT_DUPLICATE, reading.NEAR_DUPLICATE]
-    dropped = {reason: counts.get(reason, 0) for reason in reasons if counts.get(reason, 0)}
+    dropped = {reason: counts.get(reason, 0) for reason in reading.DROP_REASONS if counts.get(reason, 0)}
     stats = {
         "input_records": counts["input_records"],
         "output_records": counts["output_records"],

@@ -13,6 +13,7 @@ import gzip
 import io
 import json
 import lzma
+import re
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
@@ -33,6 +34,7 @@ MALFORMED_ROW = "malformed_row"
 LINE_TOO_LONG = "line_too_long"
 READ_ERROR = "read_error"
 BAD_FIELD = "bad_field"
+BAD_ID = "bad_id"
 # Drop reasons for records (counted, not written to rejected/).
 BLANK_LINE = "blank_line"
 EMPTY_AFTER_CLEAN = "empty_after_clean"
@@ -40,6 +42,10 @@ TOO_SHORT = "too_short"
 TOO_LONG = "too_long"
 EXACT_DUPLICATE = "exact_duplicate"
 NEAR_DUPLICATE = "near_duplicate"
+# Every reason a line can be dropped, in the order of the data's path: stats.json reports them.
+DROP_REASONS = (INVALID_UTF8, MALFORMED_JSON, NOT_AN_OBJECT, MISSING_TEXT, TEXT_NOT_STRING, MALFORMED_ROW, BAD_ID,
+                BAD_FIELD, LINE_TOO_LONG, READ_ERROR, BLANK_LINE, EMPTY_AFTER_CLEAN, TOO_SHORT, TOO_LONG,
+                EXACT_DUPLICATE, NEAR_DUPLICATE)
 
 
 class InputFormatError(ValueError):
@@ -185,11 +191,17 @@ def open_decompressed(raw: BinaryIO, path: str) -> BinaryIO:
     return raw
 
 
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON escapes can make them; they cannot be written as UTF-8
+
+
 def _convert(value: object, kind: str) -> object:
     if value is None:
         return None
     if kind == "str":
-        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        value = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        if LONE_SURROGATE.search(value):
+            raise ValueError("lone surrogate")
+        return value
     if kind == "int":
         if isinstance(value, bool):
             raise ValueError("a boolean is not an int")
@@ -230,11 +242,17 @@ def parse_line(raw: bytes, fmt: str, fields: FieldSpec, columns: list[str] | Non
     if not isinstance(text, str):
         return TEXT_NOT_STRING
     record_id = obj.get(fields.id_field) if fields.id_field else None
+    if record_id is not None:
+        if isinstance(record_id, (dict, list)):
+            return BAD_ID
+        record_id = record_id if isinstance(record_id, str) else json.dumps(record_id)
+        if not record_id or LONE_SURROGATE.search(record_id):
+            return BAD_ID
     try:
         kept = {name: _convert(obj.get(name), kind) for name, kind in fields.keep_fields}
     except (TypeError, ValueError):
         return BAD_FIELD
-    return (None if record_id is None else str(record_id)), text, kept
+    return record_id, text, kept
 
 
 def parse_header(raw: bytes, fmt: str) -> list[str]:
