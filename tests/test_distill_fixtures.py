@@ -97,12 +97,13 @@ def build_shards(root: Path, tokenizer_dir: Path, texts, seq_len: int = 32, trai
 
 
 def build_teacher(path: Path, tokenizer_dir: Path | None, vocab_size: int, layers: int = 4, hidden: int = 64,
-                  heads: int = 4, seed: int = 0) -> Path:
-    """A small random BertForMaskedLM teacher (safetensors), with the tokenizer files when given."""
+                  heads: int = 4, seed: int = 0, initializer_range: float = 0.2) -> Path:
+    """A small random BertForMaskedLM (safetensors), with the tokenizer files when given. The wide
+    default initialisation gives peaked attention, i.e. a teacher with something to distil."""
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=2 * hidden, max_position_embeddings=64, initializer_range=0.2,
+        intermediate_size=2 * hidden, max_position_embeddings=64, initializer_range=initializer_range,
     )
     BertForMaskedLM(config).save_pretrained(str(path))
     if tokenizer_dir is not None:

@@ -1,0 +1,98 @@
+"""`python -m distill.evaluate`: masked-LM metrics on validation shards, teacher agreement, sentiment fine-tuning."""
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+import torch
+from test_distill_fixtures import build_teacher, build_world
+
+from distill.evaluate import main
+from distill.finetune import read_sentiment_file, split_indices
+
+torch.set_num_threads(1)
+POSITIVE = ["응원합니다", "최고였어요", "감동 받았어요", "기대 이상이었다", "정말 대단하다", "믿고 봅니다"]
+NEGATIVE = ["실망이 큽니다", "어이가 없네", "한심하다 정말", "납득이 안 간다", "이건 아니지", "이해가 안 됩니다"]
+SUBJECTS = ["이 영화", "감독", "주연 배우", "이번 드라마", "그 가수", "신인 배우"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return build_world(tmp_path_factory.mktemp("distill_evaluate"))
+
+
+def evaluate(capsys, *args: str) -> dict:
+    assert main(list(args)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_masked_lm_metrics_and_agreement(world, tmp_path, capsys):
+    args = ["--model", str(world["teacher"]), "--shards", str(world["shards"]), "--teacher", str(world["teacher"]),
+            "--batch-size", "50", "--output", str(tmp_path / "report.json")]
+    report = evaluate(capsys, *args)
+    metrics = report["masked_lm"]
+    assert metrics["teacher_agreement"] == 1.0
+    assert metrics["teacher_mlm_accuracy"] == metrics["mlm_accuracy"]
+    validation = json.loads((world["shards"] / "manifest.json").read_text())["splits"]["validation"]
+    ordinary = validation["tokens"] - 2 * validation["sequences"]  # at least [CLS] and [SEP] per row are never masked
+    assert 0.10 * ordinary < metrics["masked_tokens"] < 0.17 * ordinary
+    assert metrics["perplexity"] == pytest.approx(math.exp(metrics["mlm_loss"]), rel=1e-12)
+    assert json.loads((tmp_path / "report.json").read_text()) == report
+    assert evaluate(capsys, *args) == report  # deterministic masking
+    other_seed = evaluate(capsys, *args[:-2], "--seed", "1")["masked_lm"]
+    assert other_seed["mlm_loss"] != metrics["mlm_loss"]
+
+
+def test_student_differs_from_teacher(world, tmp_path, capsys):
+    student = build_teacher(tmp_path / "student", world["tokenizer"], vocab_size=800, layers=2, seed=7)
+    metrics = evaluate(capsys, "--model", str(student), "--shards", str(world["shards"]), "--teacher",
+                       str(world["teacher"]), "--max-batches", "2", "--batch-size", "32")["masked_lm"]
+    assert 0.0 <= metrics["teacher_agreement"] < 0.5
+
+
+def test_refuses_a_model_with_another_vocabulary(world, tmp_path, capsys):
+    other = build_teacher(tmp_path / "other", None, vocab_size=700)
+    assert main(["--model", str(other), "--shards", str(world["shards"])]) == 2
+    assert "the model's vocab_size is 700" in capsys.readouterr().err
+
+
+def sentiment_lines(count: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    lines = []
+    for index in range(count):
+        positive = index % 2 == 0
+        text = f"{rng.choice(SUBJECTS)} {rng.choice(POSITIVE if positive else NEGATIVE)}"
+        rating = rng.choice([9, 10]) if positive else rng.choice([1, 2, 3, 4])
+        lines.append(json.dumps({"id": str(index), "text": text, "rating": rating}, ensure_ascii=False))
+    lines.append(json.dumps({"id": "n", "text": "그냥 그래요 보통", "rating": 6}, ensure_ascii=False))
+    lines.append("{not json")
+    lines.append(json.dumps({"id": "e", "text": "日本語", "rating": 10}, ensure_ascii=False))
+    return lines
+
+
+def test_read_sentiment_file_labels_and_counts(tmp_path):
+    path = tmp_path / "reviews.jsonl"
+    path.write_text("\n".join(sentiment_lines(20)) + "\n", encoding="utf-8")
+    data = read_sentiment_file(path)
+    assert data.counts == {"read": 23, "kept": 20, "dropped_unlabelled": 1, "dropped_malformed": 1, "dropped_empty": 1}
+    assert data.labels == [1, 0] * 10
+    tsv = tmp_path / "ratings.txt"
+    tsv.write_text("id\tdocument\tlabel\n1\t최고였어요 정말\t1\n2\t실망이 큽니다\t0\n3\t라벨없음\t\n", encoding="utf-8")
+    data = read_sentiment_file(tsv)
+    assert (data.texts, data.labels) == (["최고였어요 정말", "실망이 큽니다"], [1, 0])
+    assert data.counts == {"read": 3, "kept": 2, "dropped_unlabelled": 1}
+    train, test = split_indices(100, 0.1, seed=0)
+    assert len(test) == 10 and sorted([*train, *test]) == list(range(100))
+
+
+def test_sentiment_finetuning_learns_the_task(world, tmp_path, capsys):
+    path = tmp_path / "reviews.jsonl"
+    path.write_text("\n".join(sentiment_lines(240)) + "\n", encoding="utf-8")
+    model = build_teacher(tmp_path / "model", world["tokenizer"], vocab_size=800, initializer_range=0.02)
+    report = evaluate(capsys, "--model", str(model), "--sentiment", str(path), "--sentiment-epochs", "3",
+                      "--sentiment-lr", "1e-3", "--sentiment-batch-size", "16", "--sentiment-test-fraction", "0.25")
+    sentiment = report["sentiment"]
+    assert (sentiment["train_examples"], sentiment["test_examples"]) == (180, 60)
+    assert sentiment["accuracy"] >= 0.9 > sentiment["majority_baseline"]
