@@ -195,7 +195,8 @@ def prepare_output(output: str, overwrite: bool) -> str:
     existing = [name for name in (STATS_FILE, *OUTPUT_SUBDIRS)
                 if FileSystems.exists(FileSystems.join(output, name))]
     if existing and not overwrite:
-        raise UsageError(f"{output} already holds a run ({', '.join(existing)}); pass --overwrite to replace it")
+        state = "a finished run" if STATS_FILE in existing else "an unfinished run (no stats.json)"
+        raise UsageError(f"{output} already holds {state}: {', '.join(existing)}; pass --overwrite to replace it")
     staging = FileSystems.join(output, STAGING_DIR)
     for path in [staging] + ([FileSystems.join(output, name) for name in existing] if overwrite else []):
         if FileSystems.exists(path):
