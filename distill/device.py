@@ -113,17 +113,17 @@ def step_boundary(runtime: Runtime) -> None:
         torch_xla.sync()
 
 
-def reduce_mean(values: torch.Tensor, runtime: Runtime) -> torch.Tensor:
-    """Average a tensor of logged values over processes (for logging steps only)."""
+def reduce_sum(values: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """Sum a tensor of logged values over processes (for logging steps only)."""
     if runtime.world_size == 1:
         return values
     if runtime.kind == "xla":
         import torch_xla.core.xla_model as xm
 
-        return xm.all_reduce(xm.REDUCE_SUM, values) / runtime.world_size
+        return xm.all_reduce(xm.REDUCE_SUM, values)
     values = values.clone()
     dist.all_reduce(values)
-    return values / runtime.world_size
+    return values
 
 
 def barrier(runtime: Runtime) -> None:

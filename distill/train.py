@@ -321,15 +321,14 @@ def train(args: argparse.Namespace, runtime: devices.Runtime) -> Path:
         step += 1
         window_steps += 1
         if step % args.log_every == 0 or step == stop_at:
-            values = devices.reduce_mean(torch.cat([window / window_steps, window.new_tensor([window_tokens])]), runtime)
-            values = values.tolist()
+            values = (devices.reduce_sum(window, runtime) / (window_steps * runtime.world_size)).tolist()
+            tokens = int(devices.reduce_sum(torch.tensor([window_tokens], device=runtime.device), runtime).item())
             now = time.perf_counter()
-            tokens = int(round(values[-1] * runtime.world_size))
             tokens_done += tokens
             record = {
                 "step": step,
                 "loss": values[0],
-                **dict(zip(labels, values[1:-1])),
+                **dict(zip(labels, values[1:])),
                 "lr": lr,
                 "tokens": tokens_done,
                 "tokens_per_s": tokens / max(now - last_log_time, 1e-9),
@@ -342,7 +341,7 @@ def train(args: argparse.Namespace, runtime: devices.Runtime) -> Path:
             if runtime.is_main:
                 with open(output / "metrics.jsonl", "a", encoding="utf-8") as handle:
                     handle.write(json.dumps(record) + "\n")
-                terms = " ".join(f"{label} {value:.4f}" for label, value in zip(labels, values[1:-1]))
+                terms = " ".join(f"{label} {value:.4f}" for label, value in zip(labels, values[1:]))
                 eta = (now - started) / step * (setup.max_steps - step) if step else 0.0
                 print(
                     f"step {step}/{setup.max_steps} loss {values[0]:.4f} ({terms}) lr {lr:.2e} "

@@ -3,6 +3,9 @@ checkpoints are skipped, and the exported student round-trips through transforme
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from test_distill_fixtures import build_world, sample_texts
 from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, BertTokenizerFast
 
 from distill.checkpoint import step_dirs
+from distill.data import ShardBatches, open_shard_dir, open_split
 from distill.train import learning_rate, main
 
 torch.set_num_threads(1)
@@ -143,3 +147,24 @@ def test_exported_student_round_trips_through_transformers(world, straight):
 def test_learning_rate_schedule():
     assert [round(learning_rate(s, 1.0, 4, 10), 4) for s in range(10)] == [
         0.25, 0.5, 0.75, 1.0, 1.0, 0.8333, 0.6667, 0.5, 0.3333, 0.1667]
+
+
+def test_two_process_ddp_run_shares_the_global_batches(world, tmp_path):
+    """torchrun with 2 CPU processes (gloo): rank r trains on global batches r, r+2, ...; the
+    logged token count is the sum over both ranks, i.e. exactly the first 12 global batches."""
+    output = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 1000),
+        "-m", "distill.train", "--shards", str(world["shards"]), "--teacher", str(world["teacher"]),
+        "--output", str(output), "--student", str(world["student_config"]), "--objective", "distilbert",
+        "--batch-size", "8", "--max-steps", "6", "--log-every", "6", "--shuffle-buffer", "500", "--loader-workers", "0",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          cwd=Path(__file__).resolve().parent.parent, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "on cpu x2" in done.stderr
+    (line,) = metrics(output)
+    split = open_split(open_shard_dir(world["shards"]), "train")
+    single = ShardBatches(split, 8, seed=0, shuffle_buffer=500)
+    assert line["tokens"] == sum(batch["tokens"] for _, batch in zip(range(12), single))
+    assert AutoModelForMaskedLM.from_pretrained(str(output / "student")).config.num_hidden_layers == 2
