@@ -186,3 +186,21 @@ def test_sample_corpus_near_duplicates_are_removed_and_distinct_comments_kept():
     assert removed - expected <= related
     assert not removed & (set(corpus.distinct_ids) - related - set(corpus.near_duplicate_of.values()))
     assert verify_pairs([texts[i] for i in edges[:, 0]], [texts[i] for i in edges[:, 1]], DEFAULT_NGRAM, 0.8).all()
+
+
+@pytest.mark.parametrize("ngram, threshold", [(2, 0.8), (3, 0.5), (2, 0.9)])
+def test_benchmark_ground_truth_join_is_exact(ngram, threshold):
+    from bench.bench_near_dedup import exact_similar_pairs, light_edit
+    from transforms.minhash import shingle_table
+
+    rng = random.Random(ngram)
+    alphabet = "가나다라마바사 ㅋ!"
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 30))) for _ in range(250)]
+    texts += [light_edit(rng.choice(texts), rng, alphabet) for _ in range(150)]
+    pairs, jaccard = exact_similar_pairs(*shingle_table(texts, ngram), threshold)
+    first, second = np.triu_indices(len(texts), k=1)
+    brute = exact_jaccard([texts[i] for i in first], [texts[j] for j in second], ngram)
+    similar = brute >= threshold
+    assert similar.sum() > 20
+    assert np.array_equal(pairs, np.stack([first[similar], second[similar]], axis=1))
+    assert np.allclose(jaccard, brute[similar])

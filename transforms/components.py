@@ -5,16 +5,16 @@ one with the smallest node id (the pipeline maps record ids to sortable integers
 survivor never depends on arrival order or partitioning.
 
 Scale of the single-combine union-find (`connected_components`): it holds every edge and
-every node that has an edge in one process. Measured (`bench/bench_near_dedup.py`): about
-110 bytes of peak memory per edge on random graphs, and ~1 s per 1.3 million edges on one
-core; singleton texts never reach it. Candidate edges of near-duplicate removal are few
-(one per duplicate text per colliding band, deduplicated, as a star per bucket), so 10^7
-edges (~1 GiB) is a corpus of tens of millions of comments with a heavy duplicate rate,
-comfortably inside one worker. Past roughly 10^8 edges (~11 GiB) the combine no longer fits
-a typical worker: then run the components as distributed large-star/small-star rounds
-(Kiveris et al. 2014; each round a Beam GroupByKey over edges, O(log n) rounds), or
-shrink the edge set first (`verify_pairs` drops false candidates; a higher threshold makes
-fewer), or give the combine a high-memory worker.
+every node that has an edge in one process. Measured (`bench/bench_near_dedup.py`, random
+graphs with int64 ids): ~90 bytes of peak memory per edge inside the call, ~110 with the
+edge array itself, and ~1 s per million edges on one core; texts without an edge never
+reach it. Near-dedup edges are few (one per duplicate text per colliding band, as a star
+per bucket), so 10^7 edges (~1 GiB) is a corpus of tens of millions of comments with a
+heavy duplicate rate, well inside one worker. Past ~10^8 edges (~11 GiB) the combine no
+longer fits a typical worker: then cut the edges first (`verify_pairs` drops the false
+candidates; a higher threshold makes fewer), give the combine a high-memory worker, or run
+distributed connected components instead: large-star/small-star rounds (Kiveris et al.
+2014), unrolled as a fixed number of Beam GroupByKey stages over the edges.
 """
 from __future__ import annotations
 

@@ -15,18 +15,19 @@ Signatures: the top 32 bits of each shingle hash go through `num_perm` affine ma
 seeds the estimate's mean error was -0.0002 (standard error of that mean 0.0006) and its
 RMS error 1.00x the binomial sqrt(J(1-J)/num_perm): the cheap family is statistically
 sound (tests/test_minhash.py checks it). The maps run over blocks of 8,192 shingles laid
-out [num_perm, shingles], so that `np.minimum.reduceat` reduces contiguous runs (4-7x
-faster than the [shingles, num_perm] layout).
+out [num_perm, shingles], so that `np.minimum.reduceat` reduces contiguous runs (~6x faster
+than in the [shingles, num_perm] layout).
 
-Default n = 2, measured on 22,000 cleaned NSMC reviews plus 2,000 planted lightly edited
+Default n = 2, measured on 22,000 cleaned NSMC reviews plus ~2,000 planted lightly edited
 copies (bench/bench_near_dedup.py, table "Choice of n"). Reviews are short (median 27
-characters) and one edit changes up to n shingles, so the share of planted copies that
-are still at Jaccard >= 0.8 falls fast with n (whitespace removed: 0.91 for n=2, 0.78 for
-3, 0.66 for 4, 0.60 for 5), while distinct reviews at Jaccard >= 0.8 stay as rare for n=2
-as for n=5 (13 vs 10 pairs among the 22,000, nearly all true near duplicates). MinHash+LSH
-is also most precise at n=2: fewer pairs sit just below the threshold. Removing
-whitespace raised the planted share (n=3: 0.73 -> 0.78) and changed nothing else. For
-long documents (articles), use --ngram 5.
+characters) and one edit changes up to n shingles, so the share of planted copies still at
+Jaccard >= 0.8 falls fast with n (whitespace removed: 0.90 for n=2, 0.76 for 3, 0.63 for
+4, 0.57 for 5), while pairs of distinct reviews at >= 0.8 stay as rare for n=2 as for n=5
+(12 vs 10 among the 22,000, nearly all genuine near duplicates). MinHash+LSH is also most
+precise at n=2: fewer pairs sit just below the threshold. Removing whitespace is neutral
+at n=2 (planted share 0.90 vs 0.91 kept) and helps longer n-grams (n=3: 0.76 vs 0.73; n=5:
+0.57 vs 0.41), besides making spacing variants identical. For long documents (articles),
+use --ngram 5.
 """
 from __future__ import annotations
 
