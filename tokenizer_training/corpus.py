@@ -206,7 +206,7 @@ def _line_batches(file: CorpusFile, text_field: str, value_field: str | None, dr
                   batch_rows: int) -> Iterator[Batch]:
     fields = reading.FieldSpec(text_field=text_field, id_field=None,
                                keep_fields=((value_field, "str"),) if value_field is not None else ())
-    with file.filesystem.open_input_stream(file.path) as raw:
+    with file.filesystem.open_input_stream(file.path, compression=None) as raw:  # decompressed below
         lines = reading.iter_lines(reading.open_decompressed(raw, file.name), MAX_LINE_BYTES)
         columns = None
         if file.format in ("tsv", "csv"):
