@@ -188,7 +188,7 @@ def test_sample_corpus_near_duplicates_are_removed_and_distinct_comments_kept():
     assert verify_pairs([texts[i] for i in edges[:, 0]], [texts[i] for i in edges[:, 1]], DEFAULT_NGRAM, 0.8).all()
 
 
-@pytest.mark.parametrize("ngram, threshold", [(2, 0.8), (3, 0.5), (2, 0.9)])
+@pytest.mark.parametrize("ngram, threshold", [(2, 0.8), (3, 0.5)])
 def test_benchmark_ground_truth_join_is_exact(ngram, threshold):
     from bench.bench_near_dedup import exact_similar_pairs, light_edit
     from transforms.minhash import shingle_table
