@@ -379,6 +379,9 @@ def test_clear_errors(capsys, corpus, tmp_path):
                                                     "--stratify-by", "when")
     assert "no fields" in expect_usage_error(capsys, "--input", str(tmp_path / "blank.txt"), "--output", out,
                                              "--stratify-by", "date")
+    (tmp_path / "undated.jsonl").write_text(json.dumps({"text": "날짜 없는 댓글입니다", "date": None}) + "\n")
+    assert "no document has a usable 'date' value" in expect_usage_error(
+        capsys, "--input", str(tmp_path / "undated.jsonl"), "--output", out, "--stratify-by", "date:day")
     assert not Path(out).exists()
     Path(out).mkdir()
     (Path(out) / "keep.txt").write_text("x")

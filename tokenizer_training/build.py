@@ -184,6 +184,8 @@ def build_tokenizer(options: TokenizeOptions, progress: Progress | None = None) 
         if survey.pool_documents == 0:
             raise TokenizeError(f"all {survey.documents:,} documents went to the held-out sample; "
                                 "lower --eval-fraction")
+        if stratify is not None and set(survey.strata) == {None}:
+            raise TokenizeError(f"--stratify-by {stratify}: no document has a usable {stratify.field!r} value")
         alphabet = wordpiece.build_alphabet(survey.characters, tokenizer, options.limit_alphabet)
         base = alphabet.base_size(options.unused_tokens)
         if options.vocab_size <= base:
