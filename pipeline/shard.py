@@ -5,12 +5,11 @@
         [--shard-tokens 50000000] [--seed 0] [--text-field text] [--overwrite]
         [any Beam pipeline option: --runner, --direct_num_workers, --direct_running_mode, ...]
 
-The Beam pipeline (DirectRunner in multi_processing mode over all cores unless told
-otherwise):
+The Beam pipeline (DirectRunner unless told otherwise; see `with_beam_defaults`):
 
-    read units (row ranges of the Parquet files)
-      -> tokenize each unit in one `encode_batch_fast` call, split train/validation by a
-         hash of (seed, id)                         [one element per unit and split]
+    read units (the row groups of the Parquet files)
+      -> tokenize each unit (one Parquet row group) in batches, split train/validation
+         by a hash of (seed, id)                    [one element per unit and split]
       -> total ids per split (a side input) -> number of shards S per split
       -> bucket = hash of (seed, id) mod S          [one element per unit, split, bucket]
       -> group by (split, bucket) -> sort by id -> pack -> write one shard per bucket
@@ -57,7 +56,6 @@ from transforms.packing import (
 NAMESPACE = "pipeline.shard"
 STAGING = ".staging"
 INDEX_NAME = "index.json"
-ROWS_PER_UNIT = 20_000  # rows tokenized in one encode call; also the unit of work distribution
 DEFAULT_SHARD_TOKENS = 50_000_000  # 100 MB per shard at uint16
 SPECIAL_TOKEN_NAMES = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
 
@@ -68,12 +66,10 @@ class ShardInputError(ValueError):
 
 @dataclass(frozen=True)
 class ReadUnit:
-    """Rows [start, stop) of one row group of one Parquet file."""
+    """One row group of one Parquet file: the unit of work spread over the workers."""
 
     path: str
     row_group: int
-    start: int
-    stop: int
 
 
 @dataclass(frozen=True)
@@ -142,8 +138,8 @@ def input_files(pattern: str) -> list[tuple[str, int]]:
     return sorted((m.path, m.size_in_bytes) for m in matches)
 
 
-def plan_units(paths: list[str], text_field: str, rows_per_unit: int = ROWS_PER_UNIT) -> tuple[list[ReadUnit], int]:
-    """Read every file's footer: check the columns, refuse null ids, cut the rows into units; return (units, rows)."""
+def plan_units(paths: list[str], text_field: str) -> tuple[list[ReadUnit], int]:
+    """Read every file's footer: check the columns, refuse null ids, list the row groups; return (units, rows)."""
     units: list[ReadUnit] = []
     rows = 0
     for path in paths:
@@ -163,10 +159,8 @@ def plan_units(paths: list[str], text_field: str, rows_per_unit: int = ROWS_PER_
             statistics = metadata.row_group(group).column(id_index).statistics
             if statistics is not None and statistics.has_null_count and statistics.null_count:
                 raise ShardInputError(f"{path}: row group {group} has {statistics.null_count} rows with a null id")
-            group_rows = metadata.row_group(group).num_rows
-            units.extend(ReadUnit(path, group, start, min(start + rows_per_unit, group_rows))
-                         for start in range(0, group_rows, rows_per_unit))
-            rows += group_rows
+            units.append(ReadUnit(path, group))
+            rows += metadata.row_group(group).num_rows
     return units, rows
 
 
@@ -253,11 +247,10 @@ class TokenizeUnits(beam.DoFn):
         s = self.settings
         with FileSystems.open(unit.path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
             table = pq.ParquetFile(handle).read_row_group(unit.row_group, columns=["id", s.text_field])
-        table = table.slice(unit.start, unit.stop - unit.start)
         ids = table.column("id").combine_chunks().cast(pa.string())
         if ids.null_count:
-            raise ValueError(f"{unit.path}: {ids.null_count} rows with a null id in rows {unit.start}-{unit.stop}")
-        texts = table.column(s.text_field).combine_chunks().fill_null("").to_pylist()
+            raise ValueError(f"{unit.path}: {ids.null_count} rows with a null id in row group {unit.row_group}")
+        texts = pc.fill_null(table.column(s.text_field).combine_chunks(), "").to_pylist()
         tokens, lengths = encode_texts(self.tokenizer, texts)
         hashes = document_hashes(ids.to_pylist(), s.seed)
         validation = is_validation(hashes[:, 0], s.validation_fraction)
@@ -451,15 +444,19 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], a
     return args, beam_args, parser
 
 
-def with_direct_defaults(beam_args: list[str], cpu_count: int | None = None) -> list[str]:
-    """DirectRunner defaults to one in-memory worker; use a process per core unless told otherwise."""
+def with_beam_defaults(beam_args: list[str]) -> list[str]:
+    """The user's Beam options, plus: workers log warnings only, not every bundle.
+
+    The runner stays Beam's default, DirectRunner with one in-memory worker: the tokenizer
+    already spreads each batch over every core, and on 2 cores multi_processing was slower
+    (every batch crosses gRPC twice, each worker imports Beam) and used 2.5x the memory
+    (bench/results/shard.md). On many cores pass
+    `--direct_running_mode=multi_processing --direct_num_workers=0`: the bytes are the same.
+    """
     given = {arg.split("=", 1)[0] for arg in beam_args}
-    defaults = []
-    if "--direct_running_mode" not in given:
-        defaults.append("--direct_running_mode=multi_processing")
-    if "--direct_num_workers" not in given:
-        defaults.append(f"--direct_num_workers={cpu_count or os.cpu_count() or 1}")
-    return [*beam_args, *defaults]
+    if "--default_sdk_harness_log_level" in given:
+        return list(beam_args)
+    return [*beam_args, "--default_sdk_harness_log_level=WARNING"]
 
 
 def absolute(path: str) -> str:
@@ -519,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
             "text_field": args.text_field,
         },
     }
-    pipeline = beam.Pipeline(options=PipelineOptions(with_direct_defaults(beam_args)))
+    pipeline = beam.Pipeline(options=PipelineOptions(with_beam_defaults(beam_args)))
     build_pipeline(pipeline, units, settings)
     result = pipeline.run()
     result.wait_until_finish()

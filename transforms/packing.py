@@ -23,22 +23,55 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 PACKINGS = ("concat", "none")
 
 
-def encode_texts(tokenizer, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Tokenize a batch without special tokens; return (flat uint32 ids, int64 length per text).
+def batch_bounds(char_lengths: np.ndarray, max_rows: int, max_chars: int) -> list[tuple[int, int]]:
+    """Consecutive (start, stop) ranges of at most max_rows texts and (one text at least) max_chars characters."""
+    ends = np.cumsum(char_lengths, dtype=np.int64)
+    bounds, start = [], 0
+    while start < len(char_lengths):
+        before = int(ends[start - 1]) if start else 0
+        stop = min(start + max_rows, int(np.searchsorted(ends, before + max_chars, side="right")))
+        stop = max(stop, start + 1)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
 
-    `tokenizer` is a `tokenizers.Tokenizer` with truncation and padding disabled.
-    `encode_batch_fast` skips offset tracking, which packing does not need.
+
+def encode_texts(tokenizer, texts: Sequence[str], max_rows: int = 8192, max_chars: int = 4_000_000) -> tuple[np.ndarray, np.ndarray]:
+    """Tokenize texts without special tokens; return (flat uint32 ids, int64 length per text).
+
+    `tokenizer` is a `tokenizers.Tokenizer` with truncation and padding disabled. Texts go to
+    `encode_batch_fast` (no offsets: packing does not need them) in batches of at most
+    max_rows texts and max_chars characters, which bounds the tokenizer's memory (~40 bytes
+    per id while a batch is held). Batch k+1 is tokenized on a helper thread (tokenizers
+    releases the GIL) while this thread streams batch k's ids into numpy one encoding at a
+    time (holding every `.ids` list at once costs 2-3x as much).
     """
-    ids = [encoding.ids for encoding in tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)]
-    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.uint32, count=int(lengths.sum()))
-    return flat, lengths
+    bounds = batch_bounds(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), max_rows, max_chars)
+    flats, lengths = [np.zeros(0, np.uint32)], [np.zeros(0, np.int64)]
+
+    def collect(encodings) -> None:
+        counts = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
+        ids = itertools.chain.from_iterable(encoding.ids for encoding in encodings)
+        flats.append(np.fromiter(ids, dtype=np.uint32, count=int(counts.sum())))
+        lengths.append(counts)
+
+    with ThreadPoolExecutor(max_workers=1) as helper:
+        pending = None
+        for start, stop in bounds:
+            submitted = helper.submit(tokenizer.encode_batch_fast, list(texts[start:stop]), add_special_tokens=False)
+            if pending is not None:
+                collect(pending.result())
+            pending = submitted
+        if pending is not None:
+            collect(pending.result())
+    return np.concatenate(flats), np.concatenate(lengths)
 
 
 def document_hashes(ids: Sequence[str], seed: int) -> np.ndarray:
