@@ -125,8 +125,8 @@ class DocBatch:
 # ---------------------------------------------------------------- checks before work starts
 
 
-def input_files(pattern: str) -> list[tuple[str, int]]:
-    """(path, size) of the Parquet files: DIR means DIR/clean/*.parquet (contract 1), else a glob."""
+def input_files(pattern: str) -> list[str]:
+    """The Parquet files, sorted: DIR means DIR/clean/*.parquet (contract 1), else a glob."""
     if not any(char in pattern for char in "*?[") and not pattern.endswith(".parquet"):
         pattern = posixpath.join(pattern, "clean", "*.parquet")
     try:
@@ -135,7 +135,7 @@ def input_files(pattern: str) -> list[tuple[str, int]]:
         raise ShardInputError(f"cannot list input {pattern}: {err}") from err
     if not matches:
         raise ShardInputError(f"no input files match {pattern}")
-    return sorted((m.path, m.size_in_bytes) for m in matches)
+    return sorted(m.path for m in matches)
 
 
 def plan_units(paths: list[str], text_field: str) -> tuple[list[ReadUnit], int]:
@@ -352,57 +352,57 @@ def _move(source: str, target: str) -> None:
     fs.move(inner_source, inner_target)
 
 
-def _delete_dir_if_exists(path: str) -> None:
+def _delete_if_exists(path: str) -> None:
     fs, inner = ts.resolve(path)
-    if fs.get_file_info(inner).type == pafs.FileType.Directory:
+    kind = fs.get_file_info(inner).type
+    if kind == pafs.FileType.Directory:
         fs.delete_dir(inner)
+    elif kind == pafs.FileType.File:
+        fs.delete_file(inner)
 
 
-def split_summaries(records: list[dict]) -> dict:
-    """Per split: counts and the shard entries, numbered shard-00000... in bucket order."""
-    splits = {}
+def _file_names(directory: str) -> list[str]:
+    fs, inner = ts.resolve(directory)
+    return sorted(info.base_name for info in fs.get_file_info(pafs.FileSelector(inner)) if info.type == pafs.FileType.File)
+
+
+def split_summaries(records: list[dict]) -> tuple[dict, list[tuple[str, str]]]:
+    """Per split: counts and shard entries, numbered shard-00000... in bucket order; and the
+    (staged path, final relative path) moves that put the files there."""
+    splits, moves = {}, []
     for split in ts.SPLITS:
         mine = [r for r in records if r["split"] == split]
         shards = []
         for record in (r for r in mine if r["staged"]):
             shards.append({
                 "file": f"{split}/shard-{len(shards):05d}.arrow",
-                "sequences": record["sequences"],
-                "tokens": record["tokens"],
-                "documents": record["documents"],
-                "split_documents": record["split_documents"],
-                "sha256": record["sha256"],
-                "staged": record["staged"],
+                **{key: record[key] for key in ("sequences", "tokens", "documents", "split_documents", "sha256")},
             })
+            moves.append((record["staged"], shards[-1]["file"]))
         splits[split] = {
             key: sum(r[key] for r in mine)
             for key in ("sequences", "tokens", "documents", "empty_documents", "split_documents")
         } | {"shards": shards}
-    return splits
+    return splits, moves
 
 
 def finalize(output: str, staging: str, header: dict, documents_read: int) -> dict:
     """Move the staged shards and tokenizer into place, then write manifest.json last; return it."""
     records = json.loads(read_bytes(ts.join(staging, INDEX_NAME)).decode("utf-8"))["records"]
-    splits = split_summaries(records)
+    splits, moves = split_summaries(records)
     accounted = sum(info["documents"] + info["empty_documents"] for info in splits.values())
     if accounted != documents_read:
         raise RuntimeError(f"read {documents_read} documents but packed or counted {accounted}; nothing was published")
-    fs, inner = ts.resolve(output)
-    manifest_path = ts.join(output, ts.MANIFEST_NAME)
-    if fs.get_file_info(ts.resolve(manifest_path)[1]).type == pafs.FileType.File:
-        fs.delete_file(ts.resolve(manifest_path)[1])  # first, so the old manifest never describes new files
-    for name in (*ts.SPLITS, ts.TOKENIZER_SUBDIR):
-        _delete_dir_if_exists(ts.join(output, name))
-    for info in splits.values():
-        for shard in info["shards"]:
-            _move(shard.pop("staged"), ts.join(output, shard["file"]))
     staged_tokenizer = ts.join(staging, ts.TOKENIZER_SUBDIR)
-    for info in fs.get_file_info(pafs.FileSelector(ts.resolve(staged_tokenizer)[1])):
-        _move(ts.join(staged_tokenizer, info.base_name), ts.join(output, ts.TOKENIZER_SUBDIR, info.base_name))
-    _delete_dir_if_exists(staging)
+    moves += [(ts.join(staged_tokenizer, name), f"{ts.TOKENIZER_SUBDIR}/{name}") for name in _file_names(staged_tokenizer)]
+    _delete_if_exists(ts.join(output, ts.MANIFEST_NAME))  # first: an old manifest must never describe new files
+    for name in (*ts.SPLITS, ts.TOKENIZER_SUBDIR):
+        _delete_if_exists(ts.join(output, name))
+    for source, relative in moves:
+        _move(source, ts.join(output, relative))
+    _delete_if_exists(staging)
     manifest = {"format": ts.FORMAT, **header, "documents_read": documents_read, "splits": splits}
-    ts.write_json_atomic(manifest_path, manifest)
+    ts.write_json_atomic(ts.join(output, ts.MANIFEST_NAME), manifest)
     return manifest
 
 
@@ -470,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_output(output, args.overwrite)
         files = input_files(args.input)
-        units, documents_read = plan_units([path for path, _ in files], args.text_field)
+        units, documents_read = plan_units(files, args.text_field)
         tokenizer_dir = absolute(args.tokenizer)
         files_by_name = tokenizer_files(tokenizer_dir)
         tokenizer = load_tokenizer(ts.join(tokenizer_dir, "tokenizer.json"))
@@ -481,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # a tokenizer.json that tokenizers cannot parse, say
         parser.exit(2, f"{parser.prog}: error: {type(err).__name__}: {err}\n")
 
-    _delete_dir_if_exists(staging)  # leftovers of an interrupted run
+    _delete_if_exists(staging)  # leftovers of an interrupted run
     staged_tokenizer = ts.join(staging, ts.TOKENIZER_SUBDIR)
     for name, data in files_by_name.items():
         ts.write_bytes_atomic(ts.join(staged_tokenizer, name), data)
@@ -506,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         "tokenizer_fingerprint": ts.tokenizer_fingerprint(staged_tokenizer),
         "options": {
             "input": args.input,
-            "input_files": [path for path, _ in files],
+            "input_files": files,
             "tokenizer": args.tokenizer,
             "seq_len": args.seq_len,
             "packing": args.packing,

@@ -145,6 +145,20 @@ def test_take_documents_reorders_variable_length_documents():
     assert taken.tolist() == [6, 1, 2, 3, 4, 5] and lengths.tolist() == [1, 2, 3]
 
 
+def test_duplicate_ids_get_one_order_whatever_the_arrival():
+    def batch(order):
+        ids, docs = ["b", "a", "a"], [[7], [8, 9], [5, 5]]
+        return shard.DocBatch(
+            pa.array([ids[i] for i in order]), np.array(order, dtype=np.uint64),
+            np.array(sum((docs[i] for i in order), []), dtype=np.uint32), np.array([len(docs[i]) for i in order]),
+        ).sorted_by_id()
+
+    first, second = batch([0, 1, 2]), batch([2, 0, 1])
+    assert first.ids.to_pylist() == second.ids.to_pylist() == ["a", "a", "b"]
+    assert first.tokens.tolist() == second.tokens.tolist() == [5, 5, 8, 9, 7]
+    assert first.lengths.tolist() == [2, 2, 1] and first.bucket_hashes.tolist() == second.bucket_hashes.tolist() == [2, 1, 0]
+
+
 def test_split_and_bucket_hashes_are_stable():
     hashes = document_hashes(["a", "b", "c"], seed=0)
     assert hashes.dtype == np.uint64 and hashes.shape == (3, 2)
