@@ -228,3 +228,13 @@ def test_bad_arguments_fail_clearly():
         lsh_params(0.8, 128, 0, 0)
     with pytest.raises(ValueError, match="as many"):
         exact_jaccard(["a"], [], 2)
+
+
+def test_unusual_code_points_are_ordinary_characters():
+    texts = ["a\x00", "a", "\ud800가나", "가나", "😀👍🏻 좋아요", "\U0010ffff\U0010ffff", "\x00\x00\x00"]
+    for ngram in (2, 3):
+        sets = [frozenset(shingle_hashes(text, ngram).tolist()) for text in texts]
+        assert len(set(sets)) == len(texts)  # a NUL or a lone surrogate is a character like any other
+        assert len(shingle_hashes("😀👍🏻 좋아요", ngram)) == len(reference_shingles("😀👍🏻 좋아요", ngram))
+    sig = signatures(texts)
+    assert len({row.tobytes() for row in sig}) == len(texts)

@@ -100,7 +100,7 @@ def shingle_table(texts: Sequence[str], ngram: int) -> tuple[np.ndarray, np.ndar
     separator = "\x00" * pads  # placeholders, overwritten with _PAD below
     joined = separator.join(texts) + separator
     # surrogatepass: a lone surrogate (possible in a Python str) is one code unit, as len() counts it
-    code_points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    code_points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype="<u4")
     text_starts = np.zeros(len(texts), dtype=np.int64)
     np.cumsum(lengths[:-1] + pads, out=text_starts[1:])
     space = _is_whitespace(code_points)
