@@ -46,30 +46,34 @@ class Masks:
 
 
 def _split_heads(x: Tensor, heads: int) -> Tensor:
-    """[batch, seq, hidden] -> [batch, heads, seq, hidden / heads], in float32."""
+    """[batch, seq, hidden] -> [batch * heads, seq, hidden / heads], in float32."""
     batch, seq, width = x.shape
     if width % heads:
         raise ValueError(f"hidden size {width} is not divisible by {heads} heads")
-    return x.float().view(batch, seq, heads, width // heads).transpose(1, 2)
+    return x.float().view(batch, seq, heads, width // heads).transpose(1, 2).reshape(batch * heads, seq, width // heads)
 
 
 def relation_log_probs(left: Tensor, right: Tensor, heads: int, key_mask: Tensor) -> Tensor:
     """log softmax(left_h right_hᵀ / √d_h) per head, padded keys excluded: [batch, heads, seq, seq].
 
     With left = Q and right = K this is the self-attention distribution; with left = right = V
-    it is MiniLM's value relation.
+    it is MiniLM's value relation. One baddbmm adds the key mask and scales while multiplying.
     """
+    batch, seq, width = left.shape
     left_h, right_h = _split_heads(left, heads), _split_heads(right, heads)
-    scores = left_h @ right_h.transpose(-1, -2) / math.sqrt(left_h.shape[-1])
-    scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
-    return scores.log_softmax(dim=-1)
+    bias = torch.zeros(batch, 1, 1, seq, device=left.device).masked_fill(~key_mask[:, None, None, :], torch.finfo(torch.float32).min)
+    bias = bias.expand(batch, heads, 1, seq).reshape(batch * heads, 1, seq)
+    scores = torch.baddbmm(bias, left_h, right_h.transpose(1, 2), alpha=1.0 / math.sqrt(left_h.shape[-1]))
+    return scores.log_softmax(dim=-1).view(batch, heads, seq, seq)
 
 
 def relation_kl(teacher_log_probs: Tensor, student_log_probs: Tensor, tokens: Tensor) -> Tensor:
-    """KL(teacher ‖ student) per query row, averaged over heads and real query tokens."""
-    keys = tokens[:, None, None, :]
-    pointwise = teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)
-    per_row = torch.where(keys, pointwise, torch.zeros_like(pointwise)).sum(dim=-1)
+    """KL(teacher ‖ student) per query row, averaged over heads and real query tokens.
+
+    Padded keys need no mask here: the teacher gives them probability exactly 0 (and the
+    student's log-probability there is finite), so they add 0 and pass back no gradient.
+    """
+    per_row = torch.einsum("bhij,bhij->bhi", teacher_log_probs.exp(), teacher_log_probs - student_log_probs)
     rows = tokens[:, None, :].to(per_row.dtype)
     heads = per_row.shape[1]
     return (per_row * rows).sum() / (rows.sum() * heads).clamp(min=1.0)
