@@ -320,7 +320,9 @@ def test_hashes_are_pure_functions_of_the_text():
 
 def test_alphabet_follows_the_tokenizer_rules():
     counts = np.zeros(wordpiece.CODE_POINTS, dtype=np.int64)
-    wordpiece.count_characters("가가가 나! A é 中 \t\x00".encode("utf-8"), counts)
+    sample = "가가가 나! A é 中 \t\x00"
+    wordpiece.count_characters(np.frombuffer(sample.encode("utf-8"), dtype=np.uint8), counts)
+    assert {chr(code): int(counts[code]) for code in np.flatnonzero(counts)} == Counter(sample)
     cased = wordpiece.build_alphabet(counts, wordpiece.bert_tokenizer(lowercase=False), limit=None)
     assert cased.characters == ("!", "A", "é", "中", "가", "나")
     assert cased.continuations == ("A", "é", "가", "나")  # punctuation and CJK never continue a word

@@ -113,7 +113,7 @@ def survey_corpus(files: list[corpus.CorpusFile], options: TokenizeOptions, stra
         for text in batch.texts.filter(held_out).to_pylist():
             eval_file.write(json.dumps(text, ensure_ascii=False) + "\n")
         pool_texts = batch.texts.filter(~held_out) if len(pool) < len(batch.texts) else batch.texts
-        wordpiece.count_characters(corpus.utf8_buffers(pool_texts)[1].tobytes(), survey.characters)
+        wordpiece.count_characters(corpus.utf8_buffers(pool_texts)[1], survey.characters)
         if stratify is not None:
             survey.strata.update(stratify.key(batch.values[index]) for index in pool)
         survey.documents += len(batch.texts)

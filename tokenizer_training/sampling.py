@@ -1,9 +1,9 @@
 """Deterministic, streaming document sampling (KcBERT trained its vocab on a 1/10 sample stratified by date).
 
 Each document's text is hashed, with the seed, into two independent uniform numbers in
-[0, 1). The first puts the document in the held-out evaluation sample when it
-is below `eval_fraction`; the other documents form the training pool, from which the second
-number draws the training sample. Hashing the text, not an id or a position, makes the
+[0, 1). The first puts the document in the held-out evaluation sample when it is below
+`eval_fraction`; the other documents form the training pool, from which the second number
+draws the training sample. Hashing the text, not an id or a position, makes the
 split independent of how the corpus is sharded or ordered, and keeps identical texts on the
 same side: the held-out sample never holds a text that training saw.
 
@@ -30,8 +30,6 @@ from tokenizer_training.errors import TokenizeError
 GRANULARITIES = {"year": 4, "month": 7, "day": 10}  # prefix lengths of an ISO date
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 MAX_SEED = 2**64 - 1
-
-
 HASH_BLOCK_BYTES = 1 << 18
 MASK64 = (1 << 64) - 1
 

@@ -51,9 +51,9 @@ def bert_tokenizer(lowercase: bool) -> Tokenizer:
     return tokenizer
 
 
-def count_characters(utf8: bytes, counts: np.ndarray) -> None:
-    """Add the code points of UTF-8 text to `counts` (a CODE_POINTS-long int64 array)."""
-    code_points = np.frombuffer(utf8.decode("utf-8").encode("utf-32-le"), dtype="<u4")
+def count_characters(utf8: np.ndarray, counts: np.ndarray) -> None:
+    """Add the code points of valid UTF-8 bytes (a uint8 array) to `counts` (CODE_POINTS int64s)."""
+    code_points = np.frombuffer(utf8.tobytes().decode("utf-8").encode("utf-32-le"), dtype="<u4")
     counts += np.bincount(code_points, minlength=CODE_POINTS)
 
 
