@@ -117,8 +117,8 @@ Machine: {machine_line()}.
 Input: the {len(texts):,} NSMC reviews cleaned with `transforms.clean.clean_text`, as a clean-corpus
 directory of 8 Parquet parts; a {VOCAB_SIZE:,}-id cased WordPiece trained on them. Both rows tokenize
 the same texts into the same {raw_tokens:,} ids (no special tokens); the pipeline's time is the whole
-command with defaults (`--seq-len {SEQ_LEN} --packing concat`, DirectRunner multi_processing, one
-worker per core): Beam start-up, Parquet reading, tokenizing, hashing, the shuffle, sorting, packing,
+command with defaults (`--seq-len {SEQ_LEN} --packing concat`, Beam's DirectRunner in memory):
+Python and Beam start-up, Parquet reading, tokenizing, hashing, the shuffle, sorting, packing,
 writing shards and manifest. Best of {REPEATS} alternating runs each (the machine is shared); peak
 memory is the largest resident set of the command and all its workers.
 

@@ -430,11 +430,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], a
     parser.add_argument("--text-field", default="text", help="text column of the Parquet files (default text)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing token shard directory")
     args, beam_args = parser.parse_known_args(argv)
-    ours = {action.option_strings[0] for action in parser._actions if action.option_strings}
-    for arg in beam_args:
-        spelled = arg.split("=", 1)[0].replace("_", "-")
-        if spelled in ours:
-            parser.error(f"unknown option {arg.split('=', 1)[0]}; did you mean {spelled}?")
+    for arg in beam_args:  # what Beam does not know it only warns about: catch our own options misspelt
+        flag = arg.split("=", 1)[0]
+        if flag.startswith("--") and flag[2:].replace("-", "_") in vars(args):
+            parser.error(f"unknown option {flag}; did you mean --{flag[2:].replace('_', '-')}?")
     if args.seq_len < 3:
         parser.error(f"--seq-len must be at least 3 ([CLS], one id, [SEP]), got {args.seq_len}")
     if not 0 <= args.validation_fraction < 1:

@@ -425,6 +425,13 @@ def test_refuses_to_overwrite_without_the_flag(corpus, tmp_path, capsys):
     assert exit_info.value.code == 2 and "no manifest.json (an interrupted run?)" in capsys.readouterr().err
 
 
+def test_null_ids_are_refused_before_work(corpus, tmp_path, capsys):
+    pq.write_table(pa.table({"id": ["a", None], "text": ["좋아요", "별로"]}), tmp_path / "nulls.parquet")
+    with pytest.raises(SystemExit) as exit_info:
+        run_shard(corpus, tmp_path / "out", input_dir=tmp_path / "*.parquet")
+    assert exit_info.value.code == 2 and "row group 0 has 1 rows with a null id" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda c, t: ["--input", str(t / "nothing")], "no input files match"),
     (lambda c, t: ["--tokenizer", str(t)], "no tokenizer.json"),
