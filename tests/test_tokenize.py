@@ -30,7 +30,6 @@ from transforms.clean import clean_text
 
 ROOT = Path(__file__).resolve().parent.parent
 VOCAB = 900
-TOKENIZER_FILES = ["special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"]
 
 
 def write_corpus(directory: Path, records: list[dict]) -> Path:
@@ -47,7 +46,7 @@ def run_cli(*argv: str) -> None:
 
 
 def tokenizer_bytes(directory: Path) -> dict[str, bytes]:
-    return {name: (directory / name).read_bytes() for name in TOKENIZER_FILES}
+    return {name: (directory / name).read_bytes() for name in wordpiece.TOKENIZER_FILES}
 
 
 def report_without_timings(directory: Path) -> dict:
@@ -162,7 +161,8 @@ def test_held_out_documents_are_exactly_those_the_hash_sets_aside(trained, recor
 
 def test_evaluate_counts_by_hand():
     tokenizer = wordpiece.bert_tokenizer(lowercase=False)
-    vocab = {token: index for index, token in enumerate([*wordpiece.BERT_SPECIAL_TOKENS, "영화", "##는", "좋", "##다", "!"])}
+    tokens = [*wordpiece.BERT_SPECIAL_TOKENS, "영화", "##는", "좋", "##다", "!"]
+    vocab = {token: index for index, token in enumerate(tokens)}
     tokenizer.model = models.WordPiece(vocab, unk_token="[UNK]")
     result = evaluate(tokenizer, ["영화는 좋다!", "영화 별로"])
     # words: 영화는 (영화 ##는), 좋다! (좋 ##다 !), 영화 (영화), 별로 ([UNK])
@@ -203,7 +203,8 @@ def test_lowercase_keeps_hangul_syllables_and_accents(corpus, tmp_path):
     encoding = tokenizer.encode("대통령 OMG", add_special_tokens=False)
     assert "[UNK]" not in encoding.tokens and tokenizer.decode(encoding.ids) == "대통령 omg"
     assert loaded("대통령 OMG")["input_ids"] == tokenizer.encode("대통령 OMG").ids
-    assert unicodedata.is_normalized("NFC", loaded.decode(loaded("정말 최고")["input_ids"], skip_special_tokens=True))
+    decoded = loaded.decode(loaded("정말 최고")["input_ids"], skip_special_tokens=True)
+    assert decoded == "정말 최고" and unicodedata.is_normalized("NFC", decoded)
     config = json.loads((output / "tokenizer_config.json").read_text(encoding="utf-8"))
     assert config["do_lower_case"] is True and config["strip_accents"] is False
 
@@ -403,6 +404,7 @@ def test_overwrite_replaces_an_existing_directory(corpus, trained, tmp_path):
     (output / "stale.txt").write_text("old")
     run_cli("--input", str(corpus), "--output", str(output), "--vocab-size", str(VOCAB), "--unused-tokens", "3",
             "--eval-fraction", "0.05", "--overwrite")
-    assert sorted(path.name for path in output.iterdir()) == sorted([*TOKENIZER_FILES, "tokenizer_report.json"])
+    expected = sorted([*wordpiece.TOKENIZER_FILES, "tokenizer_report.json"])
+    assert sorted(path.name for path in output.iterdir()) == expected
     assert tokenizer_bytes(output) == tokenizer_bytes(trained)
     assert [path.name for path in tmp_path.iterdir()] == ["replace"]  # no temporary directory left behind

@@ -84,8 +84,9 @@ class Survey:
 def check_options(options: TokenizeOptions) -> None:
     reserved = len(wordpiece.BERT_SPECIAL_TOKENS) + options.unused_tokens
     if options.vocab_size <= reserved:
-        raise TokenizeError(f"--vocab-size {options.vocab_size} leaves no room: the {len(wordpiece.BERT_SPECIAL_TOKENS)} "
-                            f"special tokens and {options.unused_tokens} [unused] tokens alone take {reserved} entries")
+        raise TokenizeError(f"--vocab-size {options.vocab_size} leaves no room: the "
+                            f"{len(wordpiece.BERT_SPECIAL_TOKENS)} special tokens and {options.unused_tokens} "
+                            f"[unused] tokens alone take {reserved} entries")
 
 
 def prepare_output(output: str, overwrite: bool) -> Path:
@@ -124,7 +125,8 @@ def survey_corpus(files: list[corpus.CorpusFile], options: TokenizeOptions, stra
 
 
 def training_batches(files: list[corpus.CorpusFile], options: TokenizeOptions, stratify: StratifyBy | None,
-                     selection: StratifiedSelection | None, sampled: Counter, progress: Progress) -> Iterator[list[str]]:
+                     selection: StratifiedSelection | None, sampled: Counter,
+                     progress: Progress) -> Iterator[list[str]]:
     """Pass 2: the training sample, batch by batch, in corpus order; counts go into `sampled`."""
     value_field = stratify.field if stratify else None
     for batch in corpus.read_batches(files, options.text_field, value_field, Counter()):
