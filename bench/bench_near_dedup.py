@@ -293,7 +293,7 @@ duplicates removed) + {len(copies):,} planted copies of random reviews with 1 + 
 random edits (character substitution, insertion or deletion, appended laughter, punctuation
 or spacing change), shuffled: {truth['n_texts']:,} texts. Ground truth: all {len(truth['pairs']):,}
 pairs at exact Jaccard >= {THRESHOLD} over the same shingles (prefix-filter join, provably
-complete, {truth['seconds']:.1f} s); {planted_share:.1%} of the planted copies are among them (an edit
+complete, {truth['seconds']:.1f} CPU s); {planted_share:.1%} of the planted copies are among them (an edit
 of a short review can take it below {THRESHOLD}). Its components would remove
 {truth['removed'].sum():,} texts (all but the smallest id of each).
 
@@ -310,7 +310,7 @@ of a short review can take it below {THRESHOLD}). Its components would remove
 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 {chr(10).join(rows)}
 
-Cluster sizes removed by the default run (size: clusters): {histogram}; ground truth: {truth_histogram}.
+Clusters of the default run (size: how many): {histogram}; of the ground truth: {truth_histogram}.
 Datasketch's rows include building its MinHash objects (SHA-1 per shingle) and querying
 every text; ours include signatures, band keys, edges and, with `--verify`, the exact check.
 """
@@ -327,10 +327,10 @@ def signature_speed_section(data_path: Path, originals: list[str]) -> str:
         shingle_strings.append([g.encode("utf-8") for g in grams])
     datasketch_seconds = min(_timed(lambda: MinHash.bulk(shingle_strings, num_perm=DEFAULT_NUM_PERM))
                              for _ in range(2))
-    ours_seconds = min(_timed(lambda: signatures(texts, DEFAULT_NUM_PERM, DEFAULT_NGRAM, SEED)) for _ in range(5))
+    ours_seconds = min(_timed(lambda: signatures(texts, DEFAULT_NUM_PERM, DEFAULT_NGRAM, SEED)) for _ in range(10))
     offsets, hashes = shingle_table(texts, DEFAULT_NGRAM)
     ours_minhash_only = min(_timed(lambda: signatures_from_shingles(offsets, hashes, DEFAULT_NUM_PERM, SEED))
-                            for _ in range(5))
+                            for _ in range(10))
     everything = [clean_text(text) for text in read_nsmc_texts(data_path)]
     everything_seconds = min(_timed(lambda: signatures(everything, DEFAULT_NUM_PERM, DEFAULT_NGRAM, SEED))
                              for _ in range(2))
