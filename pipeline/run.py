@@ -163,7 +163,9 @@ def build_pipeline(pipeline: beam.Pipeline, inputs: list[InputFile], args, stagi
         )
         if args.write_clusters:
             _ = components | "WriteClusters" >> beam.FlatMap(write_clusters, staging)
-    side = [beam.pvalue.AsSingleton(components)] if components is not None else []
+    # Only the removed ids (compact arrays) go to the writers as a side input.
+    side = [beam.pvalue.AsSingleton(components | "RemovedIds" >> beam.Map(lambda c: c["removed"]))] if (
+        components is not None) else []
     written = deduped.records | "Write" >> beam.ParDo(
         WritePartition(staging, num_partitions, fields.keep_fields), *side).with_outputs(
         WritePartition.COUNTS, main="paths")

@@ -222,7 +222,7 @@ class DedupPartition(beam.DoFn):
             signatures = minhash.signatures(columns["text"], num_perm=self.near.num_perm, ngram=self.near.ngram,
                                             seed=self.near.seed)
             keys = minhash.band_keys(signatures, self.near.bands, self.near.rows)
-            ids = np.asarray(columns["id"], dtype=object)
+            ids = id_bytes(columns["id"])
             texts = np.asarray(columns["text"], dtype=object) if self.near.verify else None
             target = keys % np.uint64(self.num_partitions)
             for band_partition in np.unique(target):
@@ -233,6 +233,15 @@ class DedupPartition(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(self.BANDS, (int(band_partition), entry))
         counts["seconds_dedup_minhash"] = time.perf_counter() - started
         yield beam.pvalue.TaggedOutput(self.COUNTS, counts)
+
+
+def id_bytes(ids: list[str]) -> np.ndarray:
+    """Ids as a fixed-width bytes array: sorted and compared in C, shuffled as one buffer.
+
+    UTF-8 byte order is code-point order, so the smallest bytes are the smallest id (ids
+    cannot hold NUL, which the width padding would hide: the parser rejects them).
+    """
+    return np.array([record_id.encode("utf-8") for record_id in ids], dtype=np.bytes_)
 
 
 def merge_columns(batches: list[dict[str, list]]) -> dict[str, list]:
@@ -286,29 +295,26 @@ def near_duplicate_components(edge_batches: list[dict]) -> dict:
 
     One union-find over every candidate edge in a single worker (transforms.components
     documents the scale where that stops working). The survivor of a cluster is its
-    smallest id: ids are mapped to integers in sorted order before the components.
+    smallest id: ids are numbered in sorted order before the components.
     """
     from transforms.components import cluster_size_histogram, connected_components
 
     if not edge_batches:
         return {"removed": {}, "clusters": None, "histogram": {}, "candidate_pairs": 0}
-    ends = np.concatenate([np.concatenate([e["a"], e["b"]]) for e in edge_batches])
-    end_partitions = np.concatenate([np.concatenate([e["a_partition"], e["b_partition"]]) for e in edge_batches])
-    names, first, inverse = np.unique(ends, return_index=True, return_inverse=True)
-    pairs, offset = [], 0
-    for n in (len(e["a"]) for e in edge_batches):
-        pairs.append(np.stack([inverse[offset:offset + n], inverse[offset + n:offset + 2 * n]], axis=1))
-        offset += 2 * n
-    edges = np.unique(np.sort(np.concatenate(pairs), axis=1), axis=0)  # a pair found in several bands counts once
+    a = np.concatenate([e["a"] for e in edge_batches])
+    b = np.concatenate([e["b"] for e in edge_batches])
+    partitions = np.concatenate([np.concatenate([e["a_partition"] for e in edge_batches]),
+                                 np.concatenate([e["b_partition"] for e in edge_batches])])
+    names, first, inverse = np.unique(np.concatenate([a, b]), return_index=True, return_inverse=True)
+    edges = np.stack([inverse[:len(a)], inverse[len(a):]], axis=1)
+    edges = np.unique(np.sort(edges, axis=1), axis=0)  # a pair found in several bands counts once
     nodes, representative = connected_components(edges)
     removed_nodes = nodes[representative != nodes]
-    removed: dict[int, list[str]] = {}
-    for node in removed_nodes:
-        removed.setdefault(int(end_partitions[first[node]]), []).append(names[node])
+    removed_partitions = partitions[first[removed_nodes]]
     return {
-        "removed": removed,
-        "clusters": {"id": names[nodes].tolist(), "cluster_id": names[representative].tolist(),
-                     "kept": (representative == nodes).tolist()},
+        "removed": {int(partition): names[removed_nodes[removed_partitions == partition]]
+                    for partition in np.unique(removed_partitions)},
+        "clusters": {"id": names[nodes], "cluster_id": names[representative], "kept": representative == nodes},
         "histogram": {str(size): n for size, n in cluster_size_histogram(representative).items()},
         "candidate_pairs": int(len(edges)),
     }
@@ -324,13 +330,13 @@ class WritePartition(beam.DoFn):
         self.num_partitions = num_partitions
         self.keep_fields = keep_fields
 
-    def process(self, element, components=None):
+    def process(self, element, removed_ids=None):
         started = time.perf_counter()
         partition, columns = element
         counts: Counter = Counter()
-        removed = set((components or {}).get("removed", {}).get(partition, ()))
-        if removed:
-            keep = [i for i, record_id in enumerate(columns["id"]) if record_id not in removed]
+        removed = (removed_ids or {}).get(partition)
+        if removed is not None:
+            keep = np.flatnonzero(~np.isin(id_bytes(columns["id"]), removed))
             count(counts, reading.NEAR_DUPLICATE, len(columns["id"]) - len(keep))
             columns = {name: [values[i] for i in keep] for name, values in columns.items()}
         count(counts, "output_records", len(columns["id"]))
@@ -366,9 +372,11 @@ def write_rejected(element, staging_dir: str, num_partitions: int):
 
 
 def write_clusters(components: dict, staging_dir: str):
-    if components.get("clusters"):
+    clusters = components["clusters"]
+    if clusters is not None:
         path = FileSystems.join(staging_dir, "clusters", "clusters-00000-of-00001.parquet")
-        write_parquet(pa.table(components["clusters"]), path)
+        as_strings = [pa.array(clusters[name], pa.binary()).cast(pa.string()) for name in ("id", "cluster_id")]
+        write_parquet(pa.table({"id": as_strings[0], "cluster_id": as_strings[1], "kept": clusters["kept"]}), path)
         yield path
 
 

@@ -246,7 +246,7 @@ def parse_line(raw: bytes, fmt: str, fields: FieldSpec, columns: list[str] | Non
         if isinstance(record_id, (dict, list)):
             return BAD_ID
         record_id = record_id if isinstance(record_id, str) else json.dumps(record_id)
-        if not record_id or LONE_SURROGATE.search(record_id):
+        if not record_id or "\x00" in record_id or LONE_SURROGATE.search(record_id):
             return BAD_ID
     try:
         kept = {name: _convert(obj.get(name), kind) for name, kind in fields.keep_fields}
