@@ -33,7 +33,7 @@ from distill.configs import DistillConfig, objective_terms, student_config_dict
 from distill.data import ShardBatches, open_shard_dir, open_split
 from distill.losses import Masks, relation_log_probs
 from distill.masking import masking_spec
-from distill.models import CapturingStudent, LayerCapture, Teacher, term_losses
+from distill.models import CapturingStudent, Teacher, term_losses
 from transforms import token_shards
 from transforms.clean import clean_text
 from transforms.packing import encode_texts, pack_concat
@@ -191,8 +191,11 @@ def baseline_step(teacher_model, student_model, batch: dict):
     """The public re-implementations' step: eager attention, output_attentions=True, values from
     hooks, and KL computed one example at a time over its real tokens."""
     last_t, last_s = len(teacher_model.bert.encoder.layer) - 1, len(student_model.bert.encoder.layer) - 1
-    teacher_values = LayerCapture(teacher_model.bert, {last_t: {"value"}})
-    student_values = LayerCapture(student_model.bert, {last_s: {"value"}})
+    values: dict[str, torch.Tensor] = {}
+    teacher_model.bert.encoder.layer[last_t].attention.self.value.register_forward_hook(
+        lambda module, inputs, output: values.__setitem__("teacher", output))
+    student_model.bert.encoder.layer[last_s].attention.self.value.register_forward_hook(
+        lambda module, inputs, output: values.__setitem__("student", output))
     optimizer = torch.optim.AdamW(student_model.parameters(), lr=1e-4)
     lengths = batch["attention_mask"].sum(dim=1).tolist()
     heads = student_model.config.num_attention_heads
@@ -200,10 +203,10 @@ def baseline_step(teacher_model, student_model, batch: dict):
     def phases():
         with torch.no_grad():
             t_attn = teacher_model.bert(batch["input_ids"], batch["attention_mask"], output_attentions=True).attentions[-1]
-        t_values = teacher_values.take()[f"{last_t}.value"]
+        t_values = values["teacher"]
         yield
         s_attn = student_model.bert(batch["input_ids"], batch["attention_mask"], output_attentions=True).attentions[-1]
-        s_values = student_values.take()[f"{last_s}.value"]
+        s_values = values["student"]
         yield
         total = 0.0
         for b, n in enumerate(lengths):

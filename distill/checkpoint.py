@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 MARKER = "COMPLETE.json"
@@ -45,6 +45,28 @@ def _fsync_dir(path: Path) -> None:
         os.close(descriptor)
 
 
+def to_cpu(value):
+    """The same nested dicts/lists/tuples with every tensor copied to the CPU."""
+    if torch.is_tensor(value):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: to_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_cpu(item) for item in value)
+    return value
+
+
+def unique_weights(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The module's state on the CPU, each tied tensor once (under its first name). Ties are
+    found by object identity, which works on every device (CUDA, XLA) unlike storage pointers."""
+    weights, seen = {}, set()
+    for name, tensor in module.state_dict(keep_vars=True).items():
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            weights[name] = tensor.detach().cpu().contiguous()
+    return weights
+
+
 def save_checkpoint(root: Path, step: int, module: nn.Module, state: dict, keep: int = 2) -> Path:
     """Write checkpoint `step` under root atomically, then delete all but the newest `keep`."""
     root.mkdir(parents=True, exist_ok=True)
@@ -52,8 +74,8 @@ def save_checkpoint(root: Path, step: int, module: nn.Module, state: dict, keep:
     temp = root / f".tmp-{final.name}-{uuid.uuid4().hex}"
     temp.mkdir()
     try:
-        save_model(module, str(temp / WEIGHTS))
-        torch.save(state, temp / STATE)
+        save_file(unique_weights(module), str(temp / WEIGHTS), metadata={"format": "pt"})
+        torch.save(to_cpu(state), temp / STATE)
         for name in (WEIGHTS, STATE):
             with open(temp / name, "rb") as handle:
                 os.fsync(handle.fileno())
@@ -108,6 +130,14 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path, module: nn.Module) -> dict:
-    """Load the weights into module (strictly) and return the training state."""
-    load_model(module, str(path / WEIGHTS), strict=True)
-    return torch.load(path / STATE, weights_only=True)
+    """Load the weights into module and return the training state (on the CPU). Every weight must
+    be in the file, tied ones under their first name."""
+    weights = load_file(str(path / WEIGHTS))
+    expected = unique_weights(module).keys()
+    if weights.keys() != expected:
+        raise ValueError(
+            f"{path / WEIGHTS} does not fit the model: missing {sorted(expected - weights.keys())[:5]}, "
+            f"unexpected {sorted(weights.keys() - expected)[:5]}"
+        )
+    module.load_state_dict(weights, strict=False)
+    return torch.load(path / STATE, map_location="cpu", weights_only=True)

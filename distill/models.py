@@ -91,25 +91,51 @@ def wanted_layers(terms: list[LossTerm], needs: dict[str, frozenset[str]], side:
     return wanted
 
 
-class LayerCapture:
-    """Forward hooks that keep the outputs of chosen attention projections and encoder layers of a BertModel."""
+PROJECTIONS = ("query", "key", "value")  # in the order BertSelfAttention runs them
 
-    def __init__(self, bert: BertModel, wanted: dict[int, set[str]]) -> None:
+
+class StopForward(Exception):
+    """Raised by a capture hook once everything the losses read has been computed."""
+
+
+class LayerCapture:
+    """Forward hooks that keep the outputs of chosen attention projections and encoder layers of a BertModel.
+
+    With stop_early, the forward pass is cut (StopForward) right after the last wanted projection
+    of the deepest wanted layer when that layer's output itself is not wanted: MiniLM reads only
+    Q/K/V of its last layer, so that layer's attention output and feed-forward never run.
+    """
+
+    def __init__(self, bert: BertModel, wanted: dict[int, set[str]], stop_early: bool = False) -> None:
         self._store: dict[str, Tensor] = {}
-        self._handles = []
+        self.stop_layer: int | None = None
         for layer, kinds in sorted(wanted.items()):
             block = bert.encoder.layer[layer]
             for kind in sorted(kinds):
                 module = block if kind == "hidden" else getattr(block.attention.self, kind)
-                self._handles.append(module.register_forward_hook(partial(self._keep, f"{layer}.{kind}")))
+                module.register_forward_hook(partial(self._keep, f"{layer}.{kind}"))
+        if stop_early and wanted:
+            deepest = max(wanted)
+            if "hidden" not in wanted[deepest]:
+                last = max(wanted[deepest], key=PROJECTIONS.index)
+                getattr(bert.encoder.layer[deepest].attention.self, last).register_forward_hook(self._stop)
+                self.stop_layer = deepest
 
     def _keep(self, key: str, module: nn.Module, inputs: tuple, output) -> None:
         self._store[key] = output[0] if isinstance(output, tuple) else output
 
-    def take(self) -> dict[str, Tensor]:
-        """What the last forward captured, keyed "LAYER.KIND"; the store is emptied."""
+    @staticmethod
+    def _stop(module: nn.Module, inputs: tuple, output) -> None:
+        raise StopForward
+
+    def run(self, bert: BertModel, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor | None, dict[str, Tensor]]:
+        """(last hidden state, or None when the pass was cut early; the captured tensors keyed "LAYER.KIND")."""
+        try:
+            hidden = bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        except StopForward:
+            hidden = None
         captured, self._store = self._store, {}
-        return captured
+        return hidden, captured
 
 
 def gather_slots(hidden: Tensor, positions: Tensor) -> Tensor:
@@ -128,7 +154,8 @@ class Teacher:
         self.bert = model.bert
         self.head = model.cls if config.needs_teacher_logits() else None
         self.num_heads = model.config.num_attention_heads
-        self._capture = LayerCapture(self.bert, wanted_layers(config.terms, TEACHER_NEEDS, "teacher"))
+        self._capture = LayerCapture(self.bert, wanted_layers(config.terms, TEACHER_NEEDS, "teacher"),
+                                     stop_early=self.head is None)
 
     def to(self, device: torch.device, dtype: torch.dtype) -> "Teacher":
         self.bert.to(device=device, dtype=dtype)
@@ -138,8 +165,7 @@ class Teacher:
 
     @torch.no_grad()
     def __call__(self, input_ids: Tensor, attention_mask: Tensor, positions: Tensor | None) -> dict[str, Tensor]:
-        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        outputs = self._capture.take()
+        hidden, outputs = self._capture.run(self.bert, input_ids, attention_mask)
         if self.head is not None:
             outputs["logits"] = self.head(gather_slots(hidden, positions))
         return outputs
@@ -164,15 +190,20 @@ class CapturingStudent(nn.Module):
         )
         self.projected_layers = {key: config.terms[int(key)].student_layer for key in self.projections}
         self.with_logits = config.needs_student_logits()
+        self._capture = LayerCapture(student.bert, wanted_layers(config.terms, STUDENT_NEEDS, "student"),
+                                     stop_early=not self.with_logits)
+        # Freeze what no loss reaches, so that DDP need not search for unused parameters: without
+        # logits the MLM head, and after an early stop the last layer's attention output and FFN.
         if not self.with_logits:
-            # The MLM head gets no gradient: freeze it so that DDP need not look for unused parameters.
             student.cls.predictions.transform.requires_grad_(False)
             student.cls.predictions.bias.requires_grad_(False)
-        self._capture = LayerCapture(student.bert, wanted_layers(config.terms, STUDENT_NEEDS, "student"))
+        if self._capture.stop_layer is not None:
+            block = student.bert.encoder.layer[self._capture.stop_layer]
+            for part in (block.attention.output, block.intermediate, block.output):
+                part.requires_grad_(False)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, positions: Tensor | None = None) -> dict[str, Tensor]:
-        hidden = self.student.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        outputs = self._capture.take()
+        hidden, outputs = self._capture.run(self.student.bert, input_ids, attention_mask)
         for key, projection in self.projections.items():
             outputs[f"projected.{key}"] = projection(outputs[f"{self.projected_layers[key]}.hidden"])
         if self.with_logits:

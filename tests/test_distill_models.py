@@ -78,12 +78,17 @@ def test_teacher_runs_only_the_layers_the_losses_need(world):
     ids = torch.randint(5, 800, (2, 12))
     mask = torch.ones_like(ids, dtype=torch.bool)
     mask[1, 8:] = False
+    feed_forward_calls = []
+    teacher.bert.encoder.layer[1].intermediate.register_forward_hook(lambda *_: feed_forward_calls.append(1))
     captured = teacher(ids, mask, None)
     assert sorted(captured) == ["1.key", "1.query", "1.value"]
+    assert feed_forward_calls == []  # the pass stops once layer 1's V is computed
     probe = LayerCapture(reference.bert, {1: {"query", "key", "value"}})
     with torch.no_grad():
-        reference.bert(input_ids=ids, attention_mask=mask)
-    for key, tensor in probe.take().items():
+        hidden, probed = probe.run(reference.bert, ids, mask)
+    assert hidden.shape == (2, 12, 64)
+    assert probed.keys() == captured.keys()
+    for key, tensor in probed.items():
         assert torch.equal(captured[key], tensor)
     logits_config = make_config(reference.config, "distilbert")
     assert len(Teacher(load_teacher(str(world["teacher"]))[0], logits_config).bert.encoder.layer) == 4
@@ -98,11 +103,29 @@ def test_hooked_query_key_give_the_attention_probabilities(world):
     mask = torch.ones_like(ids, dtype=torch.bool)
     mask[0, 6:] = False
     with torch.no_grad():
-        model.bert(input_ids=ids, attention_mask=mask)
+        _, captured = capture.run(model.bert, ids, mask)
         attentions = eager.bert(input_ids=ids, attention_mask=mask, output_attentions=True).attentions[2]
-    captured = capture.take()
     probs = relation_log_probs(captured["2.query"], captured["2.key"], 4, mask).exp()
     assert torch.allclose(probs, attentions, atol=1e-5)
+
+
+def test_minilm_student_stops_after_the_last_qkv_and_freezes_what_no_loss_reaches(world):
+    """Every parameter left trainable gets a gradient (what DDP requires), nothing else is trainable."""
+    teacher, _ = load_teacher(str(world["teacher"]))
+    config = make_config(teacher.config, "minilm", student="distil-3l")
+    student = CapturingStudent(BertForMaskedLM(config.student_config()), config)
+    ids = torch.randint(5, 800, (2, 12))
+    outputs = student(ids, torch.ones_like(ids, dtype=torch.bool))
+    assert sorted(outputs) == ["2.key", "2.query", "2.value"]
+    sum(tensor.sum() for tensor in outputs.values()).backward()
+    trainable = {name for name, p in student.named_parameters() if p.requires_grad}
+    with_grad = {name for name, p in student.named_parameters() if p.grad is not None}
+    assert trainable == with_grad
+    frozen = {name for name, p in student.named_parameters() if not p.requires_grad}
+    assert "student.bert.encoder.layer.2.intermediate.dense.weight" in frozen
+    assert "student.bert.encoder.layer.2.attention.self.value.weight" in trainable
+    assert "student.cls.predictions.transform.dense.weight" in frozen
+    assert not any(name.startswith("student.bert.encoder.layer.1.") for name in frozen)
 
 
 def test_student_captures_and_projects_for_hidden_cosine(world):
