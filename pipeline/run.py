@@ -281,7 +281,9 @@ def near_dedup_options(args) -> NearDedupOptions | None:
 
     if not 0 < args.near_dedup_threshold < 1:
         raise UsageError("--near-dedup-threshold must be between 0 and 1")
-    bands, rows = minhash.lsh_params(args.near_dedup_threshold, args.num_perm)
+    # Verification removes false candidates, so its bands x rows can favour recall harder.
+    weights = minhash.LSH_WEIGHTS_VERIFIED if args.verify else minhash.LSH_WEIGHTS
+    bands, rows = minhash.lsh_params(args.near_dedup_threshold, args.num_perm, *weights)
     return NearDedupOptions(args.near_dedup_threshold, args.num_perm, args.ngram or minhash.DEFAULT_NGRAM,
                             args.seed, bands, rows, args.verify)
 

@@ -16,6 +16,8 @@ from datetime import date, timedelta
 from itertools import combinations
 from pathlib import Path
 
+from transforms.clean import clean_text
+
 SUBJECTS = [
     "정부", "대통령", "국회의원들", "기자", "이 영화", "감독", "주연 배우", "우리 팀 선수들", "경찰", "회사 대표",
     "시청", "교육부", "야당", "여당", "검찰", "구단", "방송국", "아파트 관리소", "우리 동네 시장", "담임 선생님",
@@ -113,7 +115,13 @@ def _distinct_comments(count: int, rng: random.Random) -> list[str]:
 
 
 def _light_edit(text: str, rng: random.Random) -> str:
-    """One small edit of the kind reposted comments carry."""
+    """One small edit of the kind reposted comments carry, visible after cleaning."""
+    while clean_text(edited := _any_light_edit(text, rng)) == clean_text(text):
+        pass
+    return edited
+
+
+def _any_light_edit(text: str, rng: random.Random) -> str:
     kind = rng.randrange(4)
     if kind == 0:
         return text + " " + rng.choice(["ㅋㅋ", "ㅠㅠ", "!!", "진짜"])
@@ -136,8 +144,8 @@ def generate_sample(seed: int = 0, distinct: int = 2400, exact_duplicates: int =
     for _ in range(exact_duplicates):
         index = rng.randrange(distinct)
         text = comments[index]
-        if rng.random() < 0.3:  # identical only after cleaning: doubled spaces, longer laughter
-            text = text.replace(" ", "  ", 1).replace("ㅋㅋㅋ", "ㅋㅋㅋㅋㅋㅋㅋ", 1)
+        if rng.random() < 0.3:  # identical only after cleaning: extra spaces and removed symbols
+            text = text.replace(" ", "  「」 ", 1)
         entries.append(("exact", text))
         origin.append(index)
     long_indices = [i for i, text in enumerate(comments) if len(text) >= 60 and not any(u in text for u in URLS)]
