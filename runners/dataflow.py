@@ -10,14 +10,14 @@ option:
   image FROM `apache/beam_python3.X_sdk:<beam version>` with koforge installed starts
   faster: no install per worker) or their own `--setup_file`.
 - `--machine_type=n2-standard-4`: 4 vCPUs, 16 GB. Runner v2 runs one SDK process per vCPU,
-  each holding at most one dedup partition (~128 MiB of text by default; ~1.3 GB of Python
-  objects with its MinHash signatures, see docs/running_at_scale.md), and the one worker
-  that runs the near-dedup union-find holds ~110 bytes per candidate edge. Use
-  `n2-highmem-4` (32 GB) when a run has more than ~5*10^7 candidate edges or you raise
-  `--num-shards` partitions past ~512 MiB each.
+  each holding at most one dedup partition (~1.5 GiB at the default 128 MiB of input per
+  partition, measured: docs/running_at_scale.md), and the one worker that runs the near-dedup
+  union-find holds ~110 bytes per candidate edge plus the ids. Pass
+  `--machine_type n2-highmem-4` (32 GB) past ~5*10^7 candidate edges (about that many
+  near-duplicate records).
 - `--autoscaling_algorithm=THROUGHPUT_BASED` with `--max_num_workers=32`: Dataflow adds
   workers while the backlog lasts, up to 128 vCPUs; the cap bounds the bill. Raise it for
-  inputs split into more files than that (one input file is read by one worker).
+  inputs split into more files than that (one input file is read by one core).
 - `--experiments=shuffle_mode=service`: the GroupByKeys (all records once, the LSH band
   entries once) go through Dataflow Shuffle instead of the workers' disks, so workers need
   no large persistent disks and scale down as soon as their stage is done. Other

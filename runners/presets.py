@@ -121,7 +121,8 @@ def expand_preset(beam_args: list[str]) -> list[str]:
                 defaults.append(option)
         elif option_name not in given:
             defaults.append(option)
-    return [*defaults, *rest]  # defaults first: Beam's parser keeps the last value, so even an alias the user spells wins
+    # Defaults first: Beam's parser keeps an option's last value, so even an alias the user spells wins.
+    return [*defaults, *rest]
 
 
 def describe() -> str:

@@ -156,7 +156,7 @@ def test_presets_command_lists_and_expands(capsys):
 
 @pytest.fixture(scope="module")
 def corpus_runs(tmp_path_factory) -> dict:
-    """pipeline.run on the sample corpus with near dedup: DirectRunner, and PortableRunner with an embedded job server."""
+    """pipeline.run on the sample corpus with near dedup: on DirectRunner and on the portable runner (embedded)."""
     base = tmp_path_factory.mktemp("runs")
     runs = {}
     for name, beam_args in (("direct", []), ("portable", expand_preset(["--preset", "portable-embedded"]))):
@@ -259,7 +259,8 @@ def test_dataflow_job_for_pipeline_run_is_built_with_the_project_staged(offline_
     assert job.proto.type_.name == "JOB_TYPE_BATCH"
     transforms = job.proto_pipeline.components.transforms.values()
     names = {t.unique_name for t in transforms}
-    assert {"GroupByPartition", "GroupByBandPartition", "Components", "WriteClusters", "Write", "WriteRejected"} <= names
+    assert {"GroupByPartition", "GroupByBandPartition", "Components", "WriteClusters", "Write",
+            "WriteRejected"} <= names
     environments = job.proto_pipeline.components.environments
     used = {t.environment_id for t in transforms if t.environment_id}
     assert used and all(environments[e].urn == "beam:env:docker:v1" for e in used)
@@ -292,8 +293,9 @@ def test_dataflow_staged_package_holds_the_project_and_its_dependencies(corpus_r
     sdist = staged_files(job)["workflow.tar.gz"]  # what Beam's stager built from setup.py, as workers get it
     with tarfile.open(sdist) as archive:
         members = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
-        pkg_info = Parser().parsestr(archive.extractfile(next(
-            m for m in archive.getmembers() if m.name.count("/") == 1 and m.name.endswith("/PKG-INFO"))).read().decode())
+        pkg_info_member = next(m for m in archive.getmembers()
+                               if m.name.count("/") == 1 and m.name.endswith("/PKG-INFO"))
+        pkg_info = Parser().parsestr(archive.extractfile(pkg_info_member).read().decode("utf-8"))
     assert {"setup.py", "pyproject.toml", "pipeline/run.py", "pipeline/shard.py", "transforms/corpus_beam.py",
             "transforms/minhash.py", "transforms/components.py", "transforms/token_shards.py",
             "runners/presets.py"} <= members
