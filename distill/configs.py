@@ -77,7 +77,7 @@ class DistillConfig:
         """Teacher layers the losses need: all of them when a loss reads the teacher's logits."""
         if any("logits" in TEACHER_NEEDS[t.name] for t in self.terms):
             return self.teacher_layers
-        return max(t.teacher_layer for t in self.terms if TEACHER_NEEDS[t.name]) + 1
+        return max((t.teacher_layer for t in self.terms if TEACHER_NEEDS[t.name]), default=-1) + 1
 
     def needs_teacher_logits(self) -> bool:
         return any("logits" in TEACHER_NEEDS[t.name] for t in self.terms)

@@ -139,6 +139,7 @@ def finetune_sentiment(
     train_idx, test_idx = split_indices(count, test_fraction, seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2).to(device)
+    max_length = min(max_length, model.config.max_position_embeddings)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     steps = epochs * math.ceil(len(train_idx) / batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / steps))

@@ -37,6 +37,7 @@ from distill.configs import (
     objective_terms,
     parse_layer_map,
     parse_weights,
+    resolve_layer,
     student_config_dict,
     validate,
 )
@@ -125,7 +126,7 @@ def build_config(args: argparse.Namespace, teacher_config, shards: ShardDir) -> 
         objective=args.objective,
         student=student,
         terms=terms,
-        init_from_teacher_layers=[i % teacher_config.num_hidden_layers for i in init] if init else None,
+        init_from_teacher_layers=[resolve_layer(i, teacher_config.num_hidden_layers, "teacher") for i in init] if init else None,
         mlm_probability=args.mlm_probability,
         teacher_layers=teacher_config.num_hidden_layers,
         teacher_hidden_size=teacher_config.hidden_size,

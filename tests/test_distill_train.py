@@ -60,23 +60,32 @@ def straight(world, tmp_path_factory):
     return output
 
 
-@pytest.mark.parametrize("objective", ["minilm", "minilmv2", "distilbert"])
-def test_short_run_lowers_the_loss(world, tmp_path, objective):
-    student = ["--student", str(world["student_config"])]
+TERMS = {"minilm": ["attention_kl", "value_relation_kl"],
+         "minilmv2": ["query_relation_kl", "key_relation_kl", "value_relation_kl"],
+         "distilbert": ["soft_target_kl", "mlm_cross_entropy", "hidden_cosine"]}
+
+
+@pytest.mark.parametrize("objective, student", [
+    ("minilm", "tiny"), ("minilmv2", "tiny"), ("distilbert", "tiny"),
+    ("distilbert", "distil-3l"),  # DistilKoBERT: 3 teacher-shaped layers copied from teacher layers 0, 2, 3
+])
+def test_short_run_lowers_the_loss(world, tmp_path, objective, student):
+    if student == "tiny":
+        extra = ["--student", str(world["student_config"])]
+    else:
+        extra = ["--student", student, "--init-from-teacher-layers", "0,2,3"]
     if objective == "minilmv2":
-        student += ["--relation-heads", "8"]
-    assert run(world, tmp_path / "out", "--objective", objective, *student, "--max-steps", "40", "--log-every", "10",
+        extra += ["--relation-heads", "8"]
+    assert run(world, tmp_path / "out", "--objective", objective, *extra, "--max-steps", "40", "--log-every", "10",
                "--loader-workers", "0") == 0
     curve = metrics(tmp_path / "out")
     assert [line["step"] for line in curve] == [10, 20, 30, 40]
     assert curve[-1]["loss"] < 0.9 * curve[0]["loss"]
-    terms = {"minilm": ["attention_kl", "value_relation_kl"],
-             "minilmv2": ["query_relation_kl", "key_relation_kl", "value_relation_kl"],
-             "distilbert": ["soft_target_kl", "mlm_cross_entropy", "hidden_cosine"]}[objective]
     for line in curve:
-        assert set(terms) < set(line) and line["tokens"] > 0 and line["lr"] > 0
+        assert set(TERMS[objective]) < set(line) and line["tokens"] > 0 and line["lr"] > 0
     config = json.loads((tmp_path / "out" / "distill_config.json").read_text())
-    assert [term["name"] for term in config["terms"]] == terms
+    assert [term["name"] for term in config["terms"]] == TERMS[objective]
+    assert config["init_from_teacher_layers"] == (None if student == "tiny" else [0, 2, 3])
 
 
 def test_resume_is_bit_for_bit(world, straight, tmp_path):
