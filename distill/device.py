@@ -2,8 +2,8 @@
 (imported only when asked for or when it is installed and no GPU is), or the CPU.
 
 The differences stay in this module: device and process group set-up, the autocast context,
-the teacher's dtype, the optimizer step (xm.optimizer_step all-reduces gradients across TPU
-cores), the step barrier XLA needs (torch_xla.sync) and the RNG state saved in checkpoints.
+the teacher's dtype, the gradient all-reduce across TPU replicas (xm.reduce_gradients; DDP does
+it for GPUs), the step barrier XLA needs (torch_xla.sync) and the RNG state saved in checkpoints.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class Runtime:
 
     @property
     def uses_ddp(self) -> bool:
-        """torchrun processes share gradients through DDP; XLA replicas through xm.optimizer_step."""
+        """torchrun processes share gradients through DDP; XLA replicas through xm.reduce_gradients."""
         return self.world_size > 1 and self.kind != "xla"
 
 
@@ -93,12 +93,17 @@ def autocast(runtime: Runtime, precision: str):
     return torch.autocast(device_type=runtime.kind, dtype=DTYPES[precision])
 
 
-def optimizer_step(optimizer: torch.optim.Optimizer, runtime: Runtime, scaler: torch.amp.GradScaler | None) -> None:
-    if runtime.kind == "xla":
+def reduce_gradients(optimizer: torch.optim.Optimizer, runtime: Runtime) -> None:
+    """Average gradients over TPU replicas (before clipping, so that all clip the same gradient).
+    Under DDP the backward pass has already done it."""
+    if runtime.kind == "xla" and runtime.world_size > 1:
         import torch_xla.core.xla_model as xm
 
-        xm.optimizer_step(optimizer)
-    elif scaler is not None:
+        xm.reduce_gradients(optimizer)
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
     else:

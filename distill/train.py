@@ -223,6 +223,8 @@ def train(args: argparse.Namespace, runtime: devices.Runtime) -> Path:
     precision = devices.resolve_precision(args.precision, runtime.kind)
     output = Path(args.output)
     checkpoints = output / "checkpoints"
+    if not args.resume and checkpoints.exists() and any(checkpoints.iterdir()):
+        raise ValueError(f"{output} already holds checkpoints: pass --resume to continue, or choose another --output")
     setup = prepare(args, runtime, precision)
     config, model, stream, teacher = setup.config, setup.model, setup.stream, setup.teacher
     labels = config.term_labels()
@@ -249,14 +251,12 @@ def train(args: argparse.Namespace, runtime: devices.Runtime) -> Path:
         window_steps, window_tokens = state["window_steps"], state["window_tokens"]
         devices.set_rng_state(state["rng"], runtime)
         if runtime.is_main:
-            trim_metrics(output / "metrics.jsonl", step)
             print(f"distill: resuming from {resume_from} at step {step}", file=sys.stderr)
-    elif checkpoints.exists() and any(checkpoints.iterdir()) and not args.resume:
-        raise ValueError(f"{output} already holds checkpoints: pass --resume to continue, or choose another --output")
     elif args.resume and runtime.is_main:
         print(f"distill: --resume: no intact checkpoint in {checkpoints}, starting from step 0", file=sys.stderr)
     if runtime.is_main:
         output.mkdir(parents=True, exist_ok=True)
+        trim_metrics(output / "metrics.jsonl", step)
         write_json_atomic(str(output / "distill_config.json"), json.loads(config.to_json()))
         print(
             f"distill: {args.objective} {args.student} ({sum(p.numel() for p in model.student.parameters()) / 1e6:.1f}M "
@@ -313,10 +313,11 @@ def train(args: argparse.Namespace, runtime: devices.Runtime) -> Path:
                 total = (losses * weights).sum()
                 (scaler.scale(total / args.grad_accum) if scaler else total / args.grad_accum).backward()
             window += torch.cat([total.detach()[None], losses.detach()]) / args.grad_accum
+        devices.reduce_gradients(optimizer, runtime)
         if scaler is not None:
             scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-        devices.optimizer_step(optimizer, runtime, scaler)
+        devices.optimizer_step(optimizer, scaler)
         optimizer.zero_grad(set_to_none=True)
         devices.step_boundary(runtime)
         step += 1

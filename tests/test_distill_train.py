@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -178,3 +179,14 @@ def test_two_process_ddp_run_shares_the_global_batches(world, tmp_path):
     single = ShardBatches(split, 8, seed=0, shuffle_buffer=500)
     assert line["tokens"] == sum(batch["tokens"] for _, batch in zip(range(12), single))
     assert AutoModelForMaskedLM.from_pretrained(str(output / "student")).config.num_hidden_layers == 2
+
+
+def test_train_refuses_corrupt_shards_before_any_work(world, tmp_path, capsys):
+    broken = tmp_path / "shards"
+    shutil.copytree(world["shards"], broken)
+    shard = broken / "train" / "shard-00000.arrow"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    code = main(["--shards", str(broken), "--teacher", str(world["teacher"]), "--output", str(tmp_path / "out")])
+    assert code == 2
+    assert "checksum mismatch for train/shard-00000.arrow" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
