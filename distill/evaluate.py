@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForMaskedLM, BertForMaskedLM
 
 from distill import device as devices
-from distill.data import ShardBatches, open_shard_dir, open_split
+from distill.data import ShardBatches, ShardDir, open_shard_dir, open_split
 from distill.finetune import finetune_sentiment, read_sentiment_file
 from distill.masking import masking_spec
 from distill.models import check_vocabulary, gather_slots, model_vocabulary
@@ -33,6 +33,13 @@ def load_masked_lm(name_or_path: str, device: torch.device) -> BertForMaskedLM:
     except (OSError, ValueError) as error:
         raise ValueError(f"cannot load {name_or_path!r} as a masked LM: {error}") from error
     return model.to(device).eval()
+
+
+def check_model(model: BertForMaskedLM, who: str, name_or_path: str, shards: ShardDir) -> None:
+    """Same vocabulary as the shards, and positions for their sequence length."""
+    check_vocabulary(who, model.config.vocab_size, model_vocabulary(name_or_path), shards.vocab)
+    if shards.seq_len > model.config.max_position_embeddings:
+        raise ValueError(f"{who} has {model.config.max_position_embeddings} positions, the shards' sequences {shards.seq_len} tokens")
 
 
 def slot_logits(model: BertForMaskedLM, batch: dict) -> torch.Tensor:
@@ -107,11 +114,11 @@ def evaluate(args: argparse.Namespace) -> dict:
         shards = open_shard_dir(args.shards)
         split = open_split(shards, args.split)
         model = load_masked_lm(args.model, device)
-        check_vocabulary("the model", model.config.vocab_size, model_vocabulary(args.model), shards.vocab)
+        check_model(model, "the model", args.model, shards)
         teacher = None
         if args.teacher:
             teacher = load_masked_lm(args.teacher, device)
-            check_vocabulary("the teacher", teacher.config.vocab_size, model_vocabulary(args.teacher), shards.vocab)
+            check_model(teacher, "the teacher", args.teacher, shards)
         batches = ShardBatches(
             split,
             args.batch_size,
