@@ -22,6 +22,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, WorkerOptions
 
+from runners.presets import expand_preset
 from transforms import reading
 from transforms.clean import CleanOptions
 from transforms.corpus_beam import (DedupPartition, InputFile, NearDedupOptions, ParseCleanFilter, ReadLineBatches,
@@ -195,15 +196,29 @@ def _write_counts(counts: dict, staging: str) -> None:
 def prepare_output(output: str, overwrite: bool) -> str:
     """Refuse to mix with an earlier run unless --overwrite; return a fresh staging dir."""
     existing = [name for name in (STATS_FILE, *OUTPUT_SUBDIRS)
-                if FileSystems.exists(FileSystems.join(output, name))]
+                if path_exists(FileSystems.join(output, name))]
     if existing and not overwrite:
         state = "a finished run" if STATS_FILE in existing else "an unfinished run (no stats.json)"
         raise UsageError(f"{output} already holds {state}: {', '.join(existing)}; pass --overwrite to replace it")
     staging = FileSystems.join(output, STAGING_DIR)
-    for path in [staging] + ([FileSystems.join(output, name) for name in existing] if overwrite else []):
-        if FileSystems.exists(path):
-            FileSystems.delete([path])
+    for name in [STAGING_DIR] + (existing if overwrite else []):
+        path = FileSystems.join(output, name)
+        if path_exists(path):
+            if name == STATS_FILE:
+                FileSystems.delete([path])
+            else:
+                delete_tree(path)
     return staging
+
+
+def path_exists(path: str) -> bool:
+    """A file, or a directory with something in it (on gs:// and s3:// a directory is only a key prefix)."""
+    return FileSystems.exists(path) or bool(FileSystems.match([FileSystems.join(path, "*")])[0].metadata_list)
+
+
+def delete_tree(path: str) -> None:
+    """Delete a directory: on gs:// and s3:// the key prefix DIR/ (without the slash Beam deletes one object)."""
+    FileSystems.delete([path + "/" if "://" in path else path])
 
 
 def publish(staging: str, output: str) -> list[str]:
@@ -292,6 +307,11 @@ def run(argv: list[str] | None = None) -> dict:
     """Run the pipeline; returns the stats written to DIR/stats.json."""
     started = time.perf_counter()
     args, beam_args = build_parser().parse_known_args(argv)
+    try:
+        options = beam_options(expand_preset(beam_args))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    FileSystems.set_options(options)  # the gs:// and s3:// calls before the pipeline need --project, --s3_*, ...
     if args.min_chars < 0 or (args.max_chars is not None and args.max_chars < args.min_chars):
         raise UsageError("--min-chars must be >= 0 and --max-chars >= --min-chars")
     if args.limit is not None and args.limit <= 0:
@@ -318,7 +338,6 @@ def run(argv: list[str] | None = None) -> dict:
     except Exception as error:
         raise UsageError(f"cannot write to --output {args.output!r}: {error}") from None
 
-    options = beam_options(beam_args)
     pipeline_started = time.perf_counter()
     with beam.Pipeline(options=options) as pipeline:
         build_pipeline(pipeline, inputs, args, staging, num_partitions, near)
@@ -327,7 +346,7 @@ def run(argv: list[str] | None = None) -> dict:
     with FileSystems.open(FileSystems.join(staging, "counts.json")) as handle:
         counts = json.loads(handle.read())
     files = publish(staging, args.output)
-    FileSystems.delete([staging])
+    delete_tree(staging)
     timings = {"pipeline_seconds": round(pipeline_seconds, 3),
                "total_seconds": round(time.perf_counter() - started, 3)}
     stats = build_stats(counts, args, inputs, near, num_partitions, files, timings)

@@ -309,9 +309,6 @@ def test_dataflow_staged_package_holds_the_project_and_its_dependencies(corpus_r
 # ---------------------------------------------------------------- s3:// end to end
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline.run lists and deletes s3:// paths before Beam's FileSystems have "
-                                       "the pipeline options, and deletes directories without a trailing '/' "
-                                       "(patch in the issue 7 note)")
 def test_pipeline_run_reads_and_writes_s3(corpus_runs, tmp_path, monkeypatch):
     moto = pytest.importorskip("moto", reason="needs the test extra (moto[s3])")
     import boto3
