@@ -27,6 +27,7 @@ import logging
 import os
 import posixpath
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -251,8 +252,10 @@ class TokenizeUnits(beam.DoFn):
         if ids.null_count:
             raise ValueError(f"{unit.path}: {ids.null_count} rows with a null id in row group {unit.row_group}")
         texts = pc.fill_null(table.column(s.text_field).combine_chunks(), "").to_pylist()
-        tokens, lengths = encode_texts(self.tokenizer, texts)
-        hashes = document_hashes(ids.to_pylist(), s.seed)
+        with ThreadPoolExecutor(max_workers=1) as helper:  # hash the ids while the tokenizer runs
+            encoded = helper.submit(encode_texts, self.tokenizer, texts)
+            hashes = document_hashes(ids.to_pylist(), s.seed)
+            tokens, lengths = encoded.result()
         validation = is_validation(hashes[:, 0], s.validation_fraction)
         batch = DocBatch(ids, hashes[:, 1], tokens, lengths)
         self.read.inc(len(texts))
