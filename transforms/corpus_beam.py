@@ -55,6 +55,12 @@ def count(counts: Counter, reason: str, n: int = 1) -> None:
         Metrics.counter(METRICS_NAMESPACE, reason).inc(n)
 
 
+def count_all(counts: Counter, tally: Counter) -> None:
+    """`count` for a whole batch's tally at once (one Beam counter update per reason)."""
+    for reason, n in tally.items():
+        count(counts, reason, n)
+
+
 def text_partition(text: str, num_partitions: int) -> int:
     """Stable partition of a cleaned text (crc32 of its UTF-8 bytes); equal texts meet."""
     return zlib.crc32(text.encode("utf-8")) % num_partitions
@@ -154,40 +160,46 @@ class ParseCleanFilter(beam.DoFn):
             count(counts, reading.READ_ERROR)
             rejects.append(reading.Reject(input_file.source_name, batch["first_line"], reading.READ_ERROR,
                                           batch["read_error"]).to_json())
+        tally: Counter = Counter()  # per-record drops, reported once per batch
         parsed_records = []  # (line number, id or None, raw text, kept fields)
         for offset, raw in enumerate(batch["lines"]):
             line_number = batch["first_line"] + offset
             parsed = reading.LINE_TOO_LONG if raw is None else reading.parse_line(
                 raw, input_file.fmt, self.fields, batch["header"])
             if isinstance(parsed, str):
-                count(counts, parsed)
+                tally[parsed] += 1
                 if parsed != reading.BLANK_LINE:
                     excerpt = "" if raw is None else reading.raw_excerpt(raw)
                     rejects.append(reading.Reject(input_file.source_name, line_number, parsed, excerpt).to_json())
             else:
                 parsed_records.append((line_number, *parsed))
         cleaned = clean_batch([text for _, _, text, _ in parsed_records], self.clean_options)
-        for (line_number, record_id, _, kept), text in zip(parsed_records, cleaned):
-            if not text:
-                count(counts, reading.EMPTY_AFTER_CLEAN)
-                continue
-            if len(text) < self.min_chars:
-                count(counts, reading.TOO_SHORT)
-                continue
-            if self.max_chars is not None and len(text) > self.max_chars:
-                count(counts, reading.TOO_LONG)
-                continue
-            columns = partitions.get(partition := text_partition(text, self.num_partitions))
-            if columns is None:
-                columns = partitions[partition] = {"id": [], "text": [], "source": [], "line": [],
-                                                   **{name: [] for name in keep_names}}
-            columns["id"].append(record_id if record_id is not None else reading.derived_id(input_file.source_name,
-                                                                                            line_number))
-            columns["text"].append(text)
-            columns["source"].append(input_file.source_name)
-            columns["line"].append(line_number)
-            for name in keep_names:
-                columns[name].append(kept[name])
+        kept_rows = []
+        for row, text in enumerate(cleaned):
+            length = len(text)
+            if not length:
+                tally[reading.EMPTY_AFTER_CLEAN] += 1
+            elif length < self.min_chars:
+                tally[reading.TOO_SHORT] += 1
+            elif self.max_chars is not None and length > self.max_chars:
+                tally[reading.TOO_LONG] += 1
+            else:
+                kept_rows.append(row)
+        texts = [cleaned[row] for row in kept_rows]
+        records = [parsed_records[row] for row in kept_rows]
+        columns = {
+            "id": [record_id if record_id is not None else reading.derived_id(input_file.source_name, line_number)
+                   for line_number, record_id, _, _ in records],
+            "text": texts,
+            "source": [input_file.source_name] * len(records),
+            "line": [line_number for line_number, _, _, _ in records],
+            **{name: [kept[name] for _, _, _, kept in records] for name in keep_names},
+        }
+        partition_of = np.array([text_partition(text, self.num_partitions) for text in texts], dtype=np.int64)
+        for partition in np.unique(partition_of).tolist():
+            rows = np.flatnonzero(partition_of == partition).tolist()
+            partitions[partition] = {name: [values[row] for row in rows] for name, values in columns.items()}
+        count_all(counts, tally)
         yield from partitions.items()
         if rejects:
             yield beam.pvalue.TaggedOutput(self.REJECTED,

@@ -209,6 +209,21 @@ def _convert(value: object, kind: str) -> object:
     return float(value)
 
 
+_JSON = json.JSONDecoder()
+NO_FIELDS: dict = {}  # shared by every record when no field is kept (never mutated)
+
+
+def _parse_json_slowly(line: str) -> object:
+    """A line the fast path refused: a blank line, a BOM before the object, or a drop reason."""
+    line = line.removeprefix("\ufeff")
+    if not line.strip():
+        return BLANK_LINE
+    try:
+        return _JSON.decode(line)
+    except (json.JSONDecodeError, RecursionError):
+        return MALFORMED_JSON
+
+
 def parse_line(raw: bytes, fmt: str, fields: FieldSpec, columns: list[str] | None) -> tuple[str | None, str, dict] | str:
     """One line -> (id or None, raw text, kept fields) or a drop reason.
 
@@ -218,20 +233,21 @@ def parse_line(raw: bytes, fmt: str, fields: FieldSpec, columns: list[str] | Non
         line = raw.decode("utf-8")
     except UnicodeDecodeError:
         return INVALID_UTF8
-    if line.startswith("\ufeff"):
-        line = line[1:]
-    if not line.strip():
-        return BLANK_LINE
-    if fmt == "text":
-        return None, line, {name: None for name, _ in fields.keep_fields}
-    if fmt == "jsonl":
+    if fmt == "jsonl":  # the common case first: a well-formed object without a BOM
         try:
-            obj = json.loads(line)
+            obj = _JSON.decode(line)
         except (json.JSONDecodeError, RecursionError):
-            return MALFORMED_JSON
+            obj = _parse_json_slowly(line)
+            if isinstance(obj, str):
+                return obj
         if not isinstance(obj, dict):
             return NOT_AN_OBJECT
     else:
+        line = line.removeprefix("\ufeff")
+        if not line.strip():
+            return BLANK_LINE
+        if fmt == "text":
+            return None, line, {name: None for name, _ in fields.keep_fields}
         values = line.split("\t") if fmt == "tsv" else next(csv.reader(io.StringIO(line)), [])
         if columns is None or len(values) != len(columns):
             return MALFORMED_ROW
@@ -246,8 +262,10 @@ def parse_line(raw: bytes, fmt: str, fields: FieldSpec, columns: list[str] | Non
         if isinstance(record_id, (dict, list)):
             return BAD_ID
         record_id = record_id if isinstance(record_id, str) else json.dumps(record_id)
-        if not record_id or "\x00" in record_id or LONE_SURROGATE.search(record_id):
+        if not record_id or "\x00" in record_id or (not record_id.isascii() and LONE_SURROGATE.search(record_id)):
             return BAD_ID
+    if not fields.keep_fields:
+        return record_id, text, NO_FIELDS
     try:
         kept = {name: _convert(obj.get(name), kind) for name, kind in fields.keep_fields}
     except (TypeError, ValueError):
