@@ -4,6 +4,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import json
+import shutil
 import lzma
 import os
 import subprocess
@@ -38,6 +39,8 @@ def write_corpus(directory: Path, records: list[dict]) -> Path:
     (directory / "clean").mkdir(parents=True)
     table = pa.table({name: [record[name] for record in records] for name in ("id", "text", "date")})
     pq.write_table(table, directory / "clean" / "part-00000-of-00001.parquet")
+    stats = {"input_records": len(records), "output_records": len(records), "dropped": {}}
+    (directory / "stats.json").write_text(json.dumps(stats))  # pipeline.run's mark of a finished run
     return directory
 
 
@@ -385,6 +388,10 @@ def test_clear_errors(capsys, corpus, tmp_path):
     (tmp_path / "undated.jsonl").write_text(json.dumps({"text": "날짜 없는 댓글입니다", "date": None}) + "\n")
     assert "no document has a usable 'date' value" in expect_usage_error(
         capsys, "--input", str(tmp_path / "undated.jsonl"), "--output", out, "--stratify-by", "date:day")
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(corpus, unfinished)
+    (unfinished / "stats.json").unlink()
+    assert "unfinished pipeline.run output" in expect_usage_error(capsys, "--input", str(unfinished), "--output", out)
     assert not Path(out).exists()
     Path(out).mkdir()
     (Path(out) / "keep.txt").write_text("x")

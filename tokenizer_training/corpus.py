@@ -123,6 +123,9 @@ def _corpus_directory(filesystem: pafs.FileSystem, inner: str, prefix: str, patt
     """A clean corpus directory: its clean/*.parquet shards, or the *.parquet files directly in it."""
     clean = posixpath.join(inner, "clean")
     if filesystem.get_file_info(clean).type == pafs.FileType.Directory:
+        if filesystem.get_file_info(posixpath.join(inner, "stats.json")).type != pafs.FileType.File:
+            raise TokenizeError(f"--input {pattern!r} is an unfinished pipeline.run output (clean/ without "
+                                "stats.json, which pipeline.run writes last): rerun pipeline.run")
         inner = clean
     listing = filesystem.get_file_info(pafs.FileSelector(inner, recursive=False))
     shards = [_corpus_file(filesystem, entry, prefix) for entry in listing
