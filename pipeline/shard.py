@@ -3,7 +3,7 @@
     python -m pipeline.shard --input CORPUS_DIR --tokenizer TOKENIZER_DIR --output SHARD_DIR
         [--seq-len 128] [--packing concat|none] [--validation-fraction 0.01]
         [--shard-tokens 50000000] [--seed 0] [--text-field text] [--overwrite]
-        [any Beam pipeline option: --runner, --direct_num_workers, --direct_running_mode, ...]
+        [--preset NAME (runners/presets.py)] [any Beam pipeline option: --runner, --direct_num_workers, ...]
 
 The Beam pipeline (DirectRunner unless told otherwise; see `with_beam_defaults`):
 
@@ -43,6 +43,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from tokenizers import Tokenizer
 
+from runners.presets import expand_preset
 from transforms import token_shards as ts
 from transforms.packing import (
     PACKERS,
@@ -470,6 +471,11 @@ def main(argv: list[str] | None = None) -> int:
     output = absolute(args.output)
     staging = ts.join(output, STAGING)
     try:
+        options = PipelineOptions(with_beam_defaults(expand_preset(beam_args)))
+    except ValueError as err:  # an unknown --preset, or one missing the options it needs
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    FileSystems.set_options(options)  # the gs:// and s3:// calls below, before the pipeline, need --project, --s3_*...
+    try:
         check_output(output, args.overwrite)
         files = input_files(args.input)
         units, documents_read = plan_units(files, args.text_field)
@@ -518,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
             "text_field": args.text_field,
         },
     }
-    pipeline = beam.Pipeline(options=PipelineOptions(with_beam_defaults(beam_args)))
+    pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, units, settings)
     result = pipeline.run()
     result.wait_until_finish()

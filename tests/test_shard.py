@@ -439,6 +439,7 @@ def test_null_ids_are_refused_before_work(corpus, tmp_path, capsys):
     (lambda c, t: ["--seq_len", "64"], "did you mean --seq-len"),
     (lambda c, t: ["--seq-len", "2"], "--seq-len must be at least 3"),
     (lambda c, t: ["--validation-fraction", "1.0"], "--validation-fraction must be in"),
+    (lambda c, t: ["--preset", "nope"], "unknown --preset 'nope'"),
 ])
 def test_bad_input_is_a_clear_error_before_work(corpus, tmp_path, capsys, change, message):
     with pytest.raises(SystemExit) as exit_info:
