@@ -130,6 +130,9 @@ class DocBatch:
 def input_files(pattern: str) -> list[str]:
     """The Parquet files, sorted: DIR means DIR/clean/*.parquet (contract 1), else a glob."""
     if not any(char in pattern for char in "*?[") and not pattern.endswith(".parquet"):
+        if not FileSystems.exists(posixpath.join(pattern, "stats.json")):
+            raise ShardInputError(f"{pattern} is not a finished pipeline.run output (no stats.json, which "
+                                  "pipeline.run writes last): rerun pipeline.run")
         pattern = posixpath.join(pattern, "clean", "*.parquet")
     try:
         matches = FileSystems.match([pattern])[0].metadata_list

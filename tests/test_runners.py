@@ -203,8 +203,6 @@ def test_pipeline_shard_on_the_portable_runner_is_byte_identical(shard_runs):
     assert ts.load_manifest(str(shard_runs["portable"])) == manifest
 
 
-@pytest.mark.xfail(strict=True, reason="until pipeline.run and pipeline.shard call runners.presets.expand_preset "
-                                       "on their Beam arguments (the two-line change in the issue 7 note)")
 def test_both_commands_take_a_preset(tmp_path, capsys):
     with pytest.raises(corpus_run.UsageError, match="unknown --preset 'nope'"):
         corpus_run.run(["--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "out"),

@@ -211,6 +211,8 @@ def _write_corpus(root: Path, ids: list[str], texts: list[str]) -> Path:
             }),
             root / "clean" / f"part-{part:05d}-of-00002.parquet",
         )
+    (root / "stats.json").write_text(json.dumps({"input_records": len(ids), "output_records": len(ids),
+                                                 "dropped": {}}))  # pipeline.run's mark of a finished run
     return root
 
 
@@ -433,7 +435,8 @@ def test_null_ids_are_refused_before_work(corpus, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda c, t: ["--input", str(t / "nothing")], "no input files match"),
+    (lambda c, t: ["--input", str(t / "nothing")], "not a finished pipeline.run output (no stats.json"),
+    (lambda c, t: ["--input", str(t / "*.parquet")], "no input files match"),
     (lambda c, t: ["--tokenizer", str(t)], "no tokenizer.json"),
     (lambda c, t: ["--text-field", "body"], "no column 'body'"),
     (lambda c, t: ["--seq_len", "64"], "did you mean --seq-len"),
