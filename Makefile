@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[distill,test]'
 	touch $(STAMP)
 
+# The sample corpus through the data stages: clean corpus, vocabulary, token shards.
 demo: setup
-	$(PY) -m pipeline.run --output demo_output/corpus --overwrite
+	$(PY) -m pipeline.run --output demo_output/corpus --keep-fields date --write-clusters --overwrite
+	$(PY) -m pipeline.tokenize --input demo_output/corpus --output demo_output/tokenizer --vocab-size 1000 --stratify-by date:month --overwrite
+	$(PY) -m pipeline.shard --input demo_output/corpus --tokenizer demo_output/tokenizer --output demo_output/shards --seq-len 128 --overwrite
 
 test: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile
