@@ -17,12 +17,11 @@ import os
 import sys
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import BertTokenizerFast
 
-from bench.common import NSMC_PATH, RESULTS_DIR, WORK_DIR, machine_line, python_cmd, timed_subprocess
+from bench.common import (NSMC_PATH, RESULTS_DIR, WORK_DIR, machine_line, python_cmd, timed_subprocess,
+                          write_clean_corpus)
 from transforms import token_shards as ts
 from transforms.clean import clean_text
 
@@ -39,12 +38,7 @@ def write_corpus(data_path: Path, root: Path) -> list[str]:
     (records spread over them), rows sorted by id, zstd, 128Ki-row groups. Return the texts."""
     with lzma.open(data_path, "rt", encoding="utf-8") as handle:
         records = sorted((str(r["id"]), clean_text(r["text"])) for r in map(json.loads, handle))
-    (root / "clean").mkdir(parents=True, exist_ok=True)
-    for part in range(PARTS):
-        chunk = records[part::PARTS]
-        pq.write_table(pa.table({"id": [i for i, _ in chunk], "text": [t for _, t in chunk]}),
-                       root / "clean" / f"part-{part:05d}-of-{PARTS:05d}.parquet",
-                       compression="zstd", row_group_size=128 * 1024)
+    write_clean_corpus(root, [i for i, _ in records], [t for _, t in records], parts=PARTS)
     return [text for _, text in records]
 
 
@@ -88,9 +82,7 @@ def raw_encode(corpus: Path, tokenizer_json: Path, method: str = "encode_batch")
 
 def write_empty_corpus(root: Path) -> Path:
     """A clean-corpus directory with no rows: running on it measures the command's fixed cost."""
-    (root / "clean").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())}),
-                   root / "clean" / "part-00000-of-00001.parquet")
+    write_clean_corpus(root, [], [])
     return root
 
 

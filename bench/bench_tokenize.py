@@ -23,7 +23,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench.common import NSMC_PATH, RESULTS_DIR, WORK_DIR, machine_line, python_cmd, read_nsmc_texts, timed_subprocess
+from bench.common import (NSMC_PATH, RESULTS_DIR, WORK_DIR, machine_line, python_cmd, read_nsmc_texts,
+                          timed_subprocess, write_clean_corpus)
 
 TARGET = 1.1
 REPEATS = 5
@@ -34,16 +35,11 @@ NO_ALPHABET_LIMIT = 1 << 21  # more than there are code points (BertWordPieceTok
 
 def write_corpus(data_path: Path, root: Path) -> tuple[int, int]:
     """Cleaned NSMC as a contract-1 corpus directory; return (documents, UTF-8 bytes of text)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from transforms.clean import clean_text
 
     texts = [text for text in map(clean_text, read_nsmc_texts(data_path)) if text]
     ids = [f"nsmc-{index:06d}" for index in range(len(texts))]
-    (root / "clean").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"id": ids, "text": texts}), root / "clean" / "part-00000-of-00001.parquet",
-                   compression="zstd")
+    write_clean_corpus(root, ids, texts)
     return len(texts), sum(len(text.encode("utf-8")) for text in texts)
 
 

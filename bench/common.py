@@ -84,3 +84,21 @@ def timed_subprocess(args: list[str], cwd: Path = ROOT, env: dict | None = None)
 def python_cmd(*module_args: str) -> list[str]:
     """`python -m ...` with the interpreter running the benchmark."""
     return [sys.executable, *module_args]
+
+
+def write_clean_corpus(root: Path, ids: list[str], texts: list[str], parts: int = 1) -> None:
+    """A clean-corpus directory as pipeline.run leaves it (contract 1): `clean/part-*.parquet`,
+    record i in part i % parts, rows sorted by id, and a stats.json marking the run finished."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    records = sorted(zip(ids, texts))
+    (root / "clean").mkdir(parents=True, exist_ok=True)
+    for part in range(parts):
+        chunk = records[part::parts]
+        pq.write_table(pa.table({"id": pa.array([i for i, _ in chunk], pa.string()),
+                                 "text": pa.array([t for _, t in chunk], pa.string())}),
+                       root / "clean" / f"part-{part:05d}-of-{parts:05d}.parquet",
+                       compression="zstd", row_group_size=128 * 1024)
+    stats = {"input_records": len(records), "output_records": len(records), "dropped": {}}
+    (root / "stats.json").write_text(json.dumps(stats))
