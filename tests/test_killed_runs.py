@@ -61,3 +61,40 @@ def test_run_killed_while_publishing_needs_overwrite(tmp_path, clean_result, cap
     assert "unfinished" in capsys.readouterr().err
     assert run_main(["--output", str(out), "--quiet", "--overwrite"]) == 0
     assert digest(out) == clean_result
+
+
+@pytest.fixture(scope="module")
+def corpus_and_tokenizer(tmp_path_factory):
+    from pipeline import tokenize
+
+    root = tmp_path_factory.mktemp("chain")
+    assert run_main(["--output", str(root / "corpus"), "--quiet"]) == 0
+    assert tokenize.main(["--input", str(root / "corpus"), "--output", str(root / "tokenizer"),
+                          "--vocab-size", "900", "--quiet"]) == 0
+    return root / "corpus", root / "tokenizer"
+
+
+def shard_command(corpus: Path, tokenizer: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "pipeline.shard", "--input", str(corpus), "--tokenizer", str(tokenizer),
+            "--output", str(out), "--seq-len", "32", "--shard-tokens", "2000"]
+
+
+@pytest.mark.slow
+def test_shard_killed_mid_run_is_refused_downstream_then_rerun(tmp_path, corpus_and_tokenizer):
+    from transforms import token_shards
+
+    corpus, tokenizer = corpus_and_tokenizer
+    reference = tmp_path / "reference"
+    subprocess.run(shard_command(corpus, tokenizer, reference), cwd=REPO, check=True, capture_output=True)
+    out = tmp_path / "shards"
+    proc = subprocess.Popen(shard_command(corpus, tokenizer, out), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    kill_when(proc, lambda: any((out / ".staging").rglob("*.arrow")))
+    assert not (out / "manifest.json").exists()
+    with pytest.raises(token_shards.TokenShardError, match="manifest"):
+        token_shards.load_manifest(str(out))
+    subprocess.run(shard_command(corpus, tokenizer, out), cwd=REPO, check=True, capture_output=True)
+    files = lambda d: {str(p.relative_to(d)): p.read_bytes().replace(str(d).encode(), b"")  # noqa: E731
+                       for p in sorted(d.rglob("*")) if p.is_file() and p.name != "tokenizer_report.json"}
+    assert files(out) == files(reference)
+    assert token_shards.load_manifest(str(out))["splits"]["train"]["sequences"] > 0
