@@ -32,7 +32,6 @@ from transforms.minhash import (
     LSH_WEIGHTS,
     LSH_WEIGHTS_VERIFIED,
     band_keys,
-    collision_probability,
     lsh_params,
     shingle_table,
     signatures,

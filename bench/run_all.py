@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import platform
 import sys
 import time
 from pathlib import Path
 
-from bench.common import NSMC_PATH, RESULTS_DIR, WORK_DIR, machine_line
+from bench.common import NSMC_PATH, RESULTS_DIR, WORK_DIR
 
 STAGES = ["clean", "near_dedup", "tokenize", "shard", "distill"]
 ROOT = Path(__file__).resolve().parent.parent

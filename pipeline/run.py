@@ -17,11 +17,13 @@ import posixpath
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, WorkerOptions
 
+from pipeline.sample_corpus import write_sample
 from runners.presets import expand_preset
 from transforms import reading
 from transforms.clean import CleanOptions
@@ -35,6 +37,7 @@ OUTPUT_SUBDIRS = ("clean", "rejected", "clusters")
 BYTES_PER_PARTITION = 128 << 20
 MIN_PARTITIONS = 8
 COMPRESSION_RATIO_ESTIMATE = 4  # uncompressed bytes per compressed byte, for sizing partitions only
+CLUSTER_SIZE_COUNT = "near_dedup_cluster_size_"  # + size: clusters of that size, a count in counts.json
 
 
 class UsageError(Exception):
@@ -179,7 +182,7 @@ def build_pipeline(pipeline: beam.Pipeline, inputs: list[InputFile], args, stagi
     if components is not None:
         count_streams.append(components | "NearDedupCounts" >> beam.Map(
             lambda c: {"near_dedup_candidate_pairs": c["candidate_pairs"],
-                       **{f"near_dedup_cluster_size_{size}": n for size, n in c["histogram"].items()}}))
+                       **{f"{CLUSTER_SIZE_COUNT}{size}": n for size, n in c["histogram"].items()}}))
     _ = (
         count_streams
         | "AllCounts" >> beam.Flatten()
@@ -223,9 +226,6 @@ def delete_tree(path: str) -> None:
 
 def publish(staging: str, output: str) -> list[str]:
     """Move the staged files into place (stats.json is written after this)."""
-    stats_path = FileSystems.join(output, STATS_FILE)
-    if FileSystems.exists(stats_path):
-        FileSystems.delete([stats_path])
     moved = []
     for subdir in OUTPUT_SUBDIRS:
         staged = FileSystems.match([FileSystems.join(staging, subdir, "*")])[0].metadata_list
@@ -233,8 +233,8 @@ def publish(staging: str, output: str) -> list[str]:
         if not sources:
             continue
         targets = [FileSystems.join(output, subdir, posixpath.basename(path)) for path in sources]
-        FileSystems.mkdirs(FileSystems.join(output, subdir)) if not FileSystems.exists(
-            FileSystems.join(output, subdir)) else None
+        if not FileSystems.exists(FileSystems.join(output, subdir)):
+            FileSystems.mkdirs(FileSystems.join(output, subdir))
         FileSystems.rename(sources, targets)
         moved += [posixpath.relpath(t, output) if "://" not in output else t for t in targets]
     return moved
@@ -254,16 +254,16 @@ def build_stats(counts: dict, args, inputs: list[InputFile], near: NearDedupOpti
         "num_shards": num_partitions,
     }
     if near is not None:
+        sizes = sorted((int(key[len(CLUSTER_SIZE_COUNT):]), n) for key, n in counts.items()
+                       if key.startswith(CLUSTER_SIZE_COUNT))
         stats["near_dedup"] = {
             "threshold": near.threshold, "num_perm": near.num_perm, "ngram": near.ngram, "bands": near.bands,
             "rows": near.rows, "seed": near.seed, "verify": near.verify,
             "candidate_pairs": counts.get("near_dedup_candidate_pairs", 0),
             "removed": counts.get(reading.NEAR_DUPLICATE, 0),
-            "cluster_size_histogram": {key.rsplit("_", 1)[1]: n for key, n in sorted(
-                counts.items(), key=lambda kv: int(kv[0].rsplit("_", 1)[1]) if kv[0].startswith(
-                    "near_dedup_cluster_size_") else 0) if key.startswith("near_dedup_cluster_size_")},
+            "cluster_size_histogram": {str(size): n for size, n in sizes},
+            "clusters": sum(n for _, n in sizes),
         }
-        stats["near_dedup"]["clusters"] = sum(stats["near_dedup"]["cluster_size_histogram"].values())
     stats["timings"] = {**timings, **{key[len("seconds_"):] + "_worker_seconds": round(value, 3)
                                       for key, value in sorted(counts.items()) if key.startswith("seconds_")}}
     stats["options"] = {key: value for key, value in sorted(vars(args).items()) if key not in ("quiet",)}
@@ -316,27 +316,30 @@ def run(argv: list[str] | None = None) -> dict:
         raise UsageError("--min-chars must be >= 0 and --max-chars >= --min-chars")
     if args.limit is not None and args.limit <= 0:
         raise UsageError("--limit must be positive")
-    if args.input is None:
-        from pipeline.sample_corpus import write_sample
-
-        sample_path = FileSystems.join(args.output, "sample_input", "sample_comments.jsonl")
-        if "://" in args.output:
-            raise UsageError("the embedded sample corpus needs a local --output; pass --input for remote runs")
-        from pathlib import Path
-
-        write_sample(Path(sample_path))
-        args.input = [sample_path]
-    inputs, estimated_bytes = match_inputs(args.input, args.format)
-    num_partitions = args.num_shards or default_num_shards(estimated_bytes)
+    try:
+        reading.FieldSpec.parse_keep_fields(args.keep_fields)
+    except reading.InputFormatError as error:
+        raise UsageError(str(error)) from None
+    sample = args.input is None
+    if sample and "://" in args.output:
+        raise UsageError("the embedded sample corpus needs a local --output; pass --input for remote runs")
+    if not sample:
+        inputs, estimated_bytes = match_inputs(args.input, args.format)  # before the output is touched
     near = near_dedup_options(args)
-    reading.FieldSpec.parse_keep_fields(args.keep_fields)
     try:
         staging = prepare_output(args.output, args.overwrite)
         FileSystems.mkdirs(staging)
+        if sample:
+            sample_path = Path(args.output) / "sample_input" / "sample_comments.jsonl"
+            write_sample(sample_path)
     except UsageError:
         raise
-    except Exception as error:
+    except Exception as error:  # OSError locally, BeamIOError on other file systems
         raise UsageError(f"cannot write to --output {args.output!r}: {error}") from None
+    if sample:
+        args.input = [str(sample_path)]
+        inputs, estimated_bytes = match_inputs(args.input, args.format)
+    num_partitions = args.num_shards or default_num_shards(estimated_bytes)
 
     pipeline_started = time.perf_counter()
     with beam.Pipeline(options=options) as pipeline:

@@ -1,6 +1,5 @@
 """Resource bounds (issue 8): a huge line and a giant duplicate cluster stay within bounded memory."""
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path

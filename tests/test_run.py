@@ -232,3 +232,12 @@ def test_command_line_entry_point(tmp_path):
                            "--no-near-dedup"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "read 3,212 records" in proc.stdout and "exact_duplicate" in proc.stdout
+
+
+def test_bad_keep_fields_and_unwritable_sample_output_are_usage_errors(tmp_path, capsys):
+    assert main(["--output", str(tmp_path / "o"), "--keep-fields", "rating:bool"]) == 2
+    assert "must be str, int or float" in capsys.readouterr().err
+    not_a_directory = tmp_path / "file.txt"
+    not_a_directory.write_text("x")
+    assert main(["--output", str(not_a_directory / "o")]) == 2  # the sample corpus cannot be written there
+    assert "cannot write" in capsys.readouterr().err
