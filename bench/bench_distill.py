@@ -9,9 +9,9 @@
     (eager attention with output_attentions=True and a per-example Python loop in the loss).
 (c) On a CUDA GPU: bf16 throughput, model FLOPs utilisation, and the largest batch that fits.
 
-The shards are built here from the NSMC reviews (cleaned with the corpus cleaner, a WordPiece
-vocabulary of 30,000 trained on them, concat-packed to 128) with transforms.packing and
-transforms.token_shards, so the benchmark does not depend on the Beam stages' speed.
+The shards are built here from the NSMC reviews by the project's own chain (cleaned reviews ->
+pipeline.tokenize with a 30,000 vocabulary -> pipeline.shard concat-packed to 128); their
+build time is reported but not part of any figure.
 """
 from __future__ import annotations
 
@@ -19,74 +19,57 @@ import gc
 import math
 import os
 import resource
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast, DataCollatorForLanguageModeling
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    BertTokenizerFast,
+    DataCollatorForLanguageModeling,
+)
 
-from bench.common import NSMC_PATH, RESULTS_DIR, WORK_DIR, machine_line, read_nsmc_texts
+from bench.common import (
+    NSMC_PATH,
+    RESULTS_DIR,
+    WORK_DIR,
+    machine_line,
+    read_nsmc_texts,
+    write_clean_corpus,
+)
 from distill.configs import DistillConfig, objective_terms, student_config_dict
 from distill.data import ShardBatches, open_shard_dir, open_split
 from distill.losses import Masks, relation_log_probs
 from distill.masking import masking_spec
 from distill.models import CapturingStudent, Teacher, term_losses
+from pipeline import shard, tokenize
 from transforms import token_shards
 from transforms.clean import clean_text
-from transforms.packing import encode_texts, pack_concat
 
 SEQ_LEN = 128
 VOCAB_SIZE = 30_000
 LOADER_TARGET = 5_000_000  # masked tokens/s per core
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # Dense bf16 peak of common GPUs (FLOP/s), for MFU; BENCH_PEAK_TFLOPS overrides.
 PEAK_BF16 = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10G": 70e12, "RTX 4090": 165e12}
 
 
-def build_nsmc_shards(data_path: Path, workdir: Path, shards: int = 8) -> Path:
-    """Tokenizer + train/validation shards of the NSMC reviews under workdir/shards."""
-    root = workdir / "shards"
-    if root.exists():
-        shutil.rmtree(root)
+def build_nsmc_shards(data_path: Path, workdir: Path, train_shards: int = 8) -> Path:
+    """Token shards of the NSMC reviews, made by the project's own chain: the cleaned reviews as
+    a clean corpus, `pipeline.tokenize` (30k vocabulary) and `pipeline.shard` (seq 128)."""
+    corpus, tokenizer_dir, root = workdir / "corpus", workdir / "tokenizer", workdir / "shards"
     texts = [t for t in (clean_text(text) for text in read_nsmc_texts(data_path)) if len(t) >= 10]
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.decoder = decoders.WordPiece()
-    tokenizer.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=VOCAB_SIZE, special_tokens=SPECIALS))
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
-    tokenizer_dir = root / "tokenizer"
-    BertTokenizerFast(tokenizer_object=tokenizer, do_lower_case=False).save_pretrained(str(tokenizer_dir))
-    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
-    (tokenizer_dir / "vocab.txt").write_text("".join(token + "\n" for token, _ in vocab), encoding="utf-8")
-    ids = dict(zip(("pad", "unk", "cls", "sep", "mask"), range(5)))
-    dtype = token_shards.narrowest_dtype(tokenizer.get_vocab_size())
-    splits = {"train": [t for i, t in enumerate(texts) if i % 50], "validation": [t for i, t in enumerate(texts) if i % 50 == 0]}
-    manifest_splits = {}
-    for split, split_texts in splits.items():
-        flat, lengths = encode_texts(tokenizer, split_texts)
-        rows, n_split = pack_concat(flat, lengths, SEQ_LEN, ids["cls"], ids["sep"], ids["pad"])
-        entries = []
-        for index, part in enumerate(np.array_split(rows, shards if split == "train" else 1)):
-            relative = f"{split}/shard-{index:05d}.arrow"
-            sha, tokens = token_shards.write_shard(str(root / relative), part, dtype)
-            entries.append({"file": relative, "sequences": len(part), "tokens": tokens, "sha256": sha})
-        manifest_splits[split] = {
-            "sequences": sum(e["sequences"] for e in entries), "tokens": sum(e["tokens"] for e in entries),
-            "documents": len(split_texts), "split_documents": n_split, "shards": entries,
-        }
-    token_shards.write_json_atomic(str(root / "manifest.json"), {
-        "format": token_shards.FORMAT, "seq_len": SEQ_LEN, "packing": "concat", "dtype": dtype,
-        "vocab_size": tokenizer.get_vocab_size(), "special_tokens": ids,
-        "tokenizer_fingerprint": token_shards.tokenizer_fingerprint(str(tokenizer_dir)), "splits": manifest_splits,
-        "options": {"seq_len": SEQ_LEN, "packing": "concat", "source": "bench_distill"},
-    })
+    write_clean_corpus(corpus, [f"nsmc-{index:06d}" for index in range(len(texts))], texts)
+    if tokenize.main(["--input", str(corpus), "--output", str(tokenizer_dir), "--vocab-size", str(VOCAB_SIZE),
+                      "--overwrite", "--quiet"]) != 0:
+        raise RuntimeError("pipeline.tokenize failed")
+    slots = sum(len(text) for text in texts)  # about one id per character of Korean text, a sizing guess only
+    if shard.main(["--input", str(corpus), "--tokenizer", str(tokenizer_dir), "--output", str(root),
+                   "--seq-len", str(SEQ_LEN), "--validation-fraction", "0.02",
+                   "--shard-tokens", str(slots // train_shards), "--overwrite"]) != 0:
+        raise RuntimeError("pipeline.shard failed")
     return root
 
 
