@@ -271,30 +271,26 @@ def bucket_edges(element, near: NearDedupOptions):
     Band keys already mix in the band index, so a bucket is one key. With --verify an edge
     is kept only when its pair's true Jaccard reaches the threshold.
     """
-    from transforms.components import verify_pairs
+    from transforms.components import star_edges, verify_pairs
 
     _, entries = element
     entries = list(entries)
     keys = np.concatenate([e["key"] for e in entries])
     ids = np.concatenate([e["id"] for e in entries])
     partitions = np.concatenate([e["partition"] for e in entries])
-    # Most buckets hold one text: find the shared ones with an integer sort, then order only
-    # their entries by (key, id), which compares strings.
+    # Most buckets hold one text: find the shared ones with an integer sort, and number only
+    # their ids (in sorted order, so the smallest number is the smallest id).
     by_key = np.argsort(keys, kind="stable")
     sorted_keys = keys[by_key]
     shared = np.zeros(len(keys), dtype=bool)
     shared[1:] = sorted_keys[1:] == sorted_keys[:-1]
     shared[:-1] |= shared[1:].copy()
     candidates = by_key[shared]
-    order = candidates[np.lexsort((ids[candidates], keys[candidates]))]
-    keys, ids, partitions = keys[order], ids[order], partitions[order]
-    bucket_start = np.ones(len(keys), dtype=bool)
-    bucket_start[1:] = keys[1:] != keys[:-1]
-    head = np.maximum.accumulate(np.where(bucket_start, np.arange(len(keys)), 0))
-    members = np.flatnonzero((head != np.arange(len(keys))) & (ids[head] != ids))
-    heads = head[members]
+    _, first, nodes = np.unique(ids[candidates], return_index=True, return_inverse=True)
+    edges = star_edges(keys[candidates], nodes)
+    heads, members = candidates[first[edges[:, 0]]], candidates[first[edges[:, 1]]]
     if near.verify and len(members):
-        texts = np.concatenate([e["text"] for e in entries])[order]
+        texts = np.concatenate([e["text"] for e in entries])
         keep = verify_pairs(list(texts[heads]), list(texts[members]), near.ngram, near.threshold)
         heads, members = heads[keep], members[keep]
     if len(members):
