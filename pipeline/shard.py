@@ -27,7 +27,6 @@ import logging
 import os
 import posixpath
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -256,12 +255,11 @@ class TokenizeUnits(beam.DoFn):
         if ids.null_count:
             raise ValueError(f"{unit.path}: {ids.null_count} rows with a null id in row group {unit.row_group}")
         texts = pc.fill_null(table.column(s.text_field).combine_chunks(), "").to_pylist()
-        with ThreadPoolExecutor(max_workers=1) as helper:  # hash the ids while the tokenizer runs
-            encoded = helper.submit(encode_texts, self.tokenizer, texts)
-            hashes = document_hashes(ids.to_pylist(), s.seed)
-            tokens, lengths = encoded.result()
+        tokens, lengths = encode_texts(self.tokenizer, texts)
+        hashes = document_hashes(ids, s.seed)
         validation = is_validation(hashes[:, 0], s.validation_fraction)
-        batch = DocBatch(ids, hashes[:, 1], tokens, lengths)
+        # narrowed to the shard dtype here: half the bytes through the shuffle for vocabularies <= 65,536
+        batch = DocBatch(ids, hashes[:, 1], tokens.astype(s.dtype), lengths)
         self.read.inc(len(texts))
         self.empty.inc(int(np.count_nonzero(lengths == 0)))
         self.validation.inc(int(validation.sum()))
@@ -445,6 +443,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], a
         parser.error(f"--seq-len must be at least 3 ([CLS], one id, [SEP]), got {args.seq_len}")
     if not 0 <= args.validation_fraction < 1:
         parser.error(f"--validation-fraction must be in [0, 1), got {args.validation_fraction}")
+    if not 0 <= args.seed < 2**64:
+        parser.error(f"--seed must be in [0, 2**64), got {args.seed}")
     if args.shard_tokens < args.seq_len:
         parser.error(f"--shard-tokens ({args.shard_tokens}) must be at least --seq-len ({args.seq_len})")
     return args, beam_args, parser

@@ -35,6 +35,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from transforms.hashing import fmix64, splitmix64
+
 DEFAULT_NGRAM = 2
 DEFAULT_NUM_PERM = 128
 
@@ -51,30 +53,6 @@ _POLY = np.uint64(0x100000001B3)  # the 64-bit FNV prime, as the polynomial's ba
 _SHINGLES_PER_BLOCK = 8192  # 128 x 8192 uint32 = 4 MiB of work per block: stays in cache
 _U32 = np.uint64(32)
 _WHITESPACE_TABLE = np.array([chr(c).isspace() for c in range(0x3001)] + [False])
-
-
-def _fmix64(h: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 64-bit finaliser (a bijection with full avalanche), in place."""
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xFF51AFD7ED558CCD)
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xC4CEB9FE1A85EC53)
-    h ^= h >> np.uint64(33)
-    return h
-
-
-def _splitmix64(seed: int, count: int) -> np.ndarray:
-    """`count` pseudo-random uint64 from `seed` (SplitMix64): fixed forever, unlike numpy's RNGs."""
-    if not 0 <= seed < 2**64:
-        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
-    with np.errstate(over="ignore"):
-        state = np.uint64(seed) + np.arange(1, count + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-    state ^= state >> np.uint64(30)
-    state *= np.uint64(0xBF58476D1CE4E5B9)
-    state ^= state >> np.uint64(27)
-    state *= np.uint64(0x94D049BB133111EB)
-    state ^= state >> np.uint64(31)
-    return state
 
 
 def _check_ngram(ngram: int) -> None:
@@ -119,7 +97,7 @@ def shingle_table(texts: Sequence[str], ngram: int) -> tuple[np.ndarray, np.ndar
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     positions = np.arange(offsets[-1], dtype=np.int64) + np.repeat(text_starts - offsets[:-1], counts)
-    return offsets, _fmix64(hashes[positions])
+    return offsets, fmix64(hashes[positions])
 
 
 def shingle_hashes(text: str, ngram: int = DEFAULT_NGRAM) -> np.ndarray:
@@ -131,7 +109,7 @@ def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The (a, b) of the `num_perm` maps h -> a*h + b mod 2^32, as uint32 columns [num_perm, 1]."""
     if not isinstance(num_perm, (int, np.integer)) or num_perm < 1:
         raise ValueError(f"num_perm must be a positive integer, got {num_perm!r}")
-    words = _splitmix64(seed, 2 * num_perm) >> _U32
+    words = splitmix64(seed, 2 * num_perm) >> _U32
     a = (words[:num_perm] | np.uint64(1)).astype(np.uint32)  # odd: a bijection mod 2^32
     b = words[num_perm:].astype(np.uint32)
     return a[:, None], b[:, None]
@@ -219,13 +197,13 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
         raise ValueError(f"need a 2-D signature array with at least bands*rows = {bands}*{rows} columns, "
                          f"got shape {signatures.shape}")
     values = signatures[:, :bands * rows].astype(np.uint64).reshape(len(signatures), bands, rows)
-    keys = np.repeat(_splitmix64(0x5EED_BA4D, bands)[None, :], len(signatures), axis=0)
+    keys = np.repeat(splitmix64(0x5EED_BA4D, bands)[None, :], len(signatures), axis=0)
     for r in range(0, rows, 2):
         word = values[:, :, r] << _U32
         if r + 1 < rows:
             word |= values[:, :, r + 1]
         keys ^= word
-        _fmix64(keys)
+        fmix64(keys)
     return keys
 
 
