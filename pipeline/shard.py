@@ -112,14 +112,20 @@ class DocBatch:
         )
 
     def sorted_by_id(self) -> DocBatch:
-        """Sorted by id; the token bytes break ties, so even duplicate ids give one order."""
-        offsets = np.concatenate(([0], np.cumsum(self.lengths))).astype(np.int64) * self.tokens.itemsize
-        token_bytes = pa.LargeBinaryArray.from_buffers(
-            pa.large_binary(), len(self.lengths), [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(self.tokens))]
-        )
-        order = pc.sort_indices(
-            pa.table({"id": self.ids, "tokens": token_bytes}), sort_keys=[("id", "ascending"), ("tokens", "ascending")]
-        )
+        """Sorted by id; the token bytes break ties, so even duplicate ids give one order.
+
+        Ids are nearly always unique: one sort by id, and the two-key sort only when it left ties.
+        """
+        order = pc.sort_indices(self.ids)
+        ordered_ids = self.ids.take(order)
+        if len(ordered_ids) > 1 and pc.any(pc.equal(ordered_ids[1:], ordered_ids[:-1])).as_py():
+            offsets = np.concatenate(([0], np.cumsum(self.lengths))).astype(np.int64) * self.tokens.itemsize
+            token_bytes = pa.LargeBinaryArray.from_buffers(
+                pa.large_binary(), len(self.lengths), [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(self.tokens))]
+            )
+            order = pc.sort_indices(
+                pa.table({"id": self.ids, "tokens": token_bytes}), sort_keys=[("id", "ascending"), ("tokens", "ascending")]
+            )
         return self.take(order.to_numpy())
 
 

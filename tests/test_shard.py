@@ -139,6 +139,44 @@ def test_packing_keeps_every_id_in_order(lengths, seq_len, packing):
         assert len(rows) == sum(-(-int(n) // (seq_len - 2)) for n in lengths)
 
 
+def pack_concat_one_document_at_a_time(tokens, lengths, seq_len, cls, sep, pad):
+    """The greedy `concat` layout written out one document at a time, with plain lists."""
+    capacity, rows, row, n_split, source = seq_len - 1, [], None, 0, 0
+
+    def new_row():
+        rows.append([cls])
+        return rows[-1]
+
+    for length in (int(n) for n in lengths):
+        doc = tokens[source:source + length].tolist()
+        source += length
+        if not doc:
+            continue
+        if length + 1 > capacity:
+            n_split += 1
+        elif row is None or length + 1 > seq_len - len(row):
+            row = new_row()
+        while doc:
+            if row is None or seq_len - len(row) < 2:  # no room for one id and its [SEP]
+                row = new_row()
+            take = min(seq_len - len(row) - 1, len(doc))
+            row += doc[:take] + [sep]
+            doc = doc[take:]
+    padded = [r + [pad] * (seq_len - len(r)) for r in rows]
+    return np.array(padded, dtype=tokens.dtype).reshape(len(padded), seq_len), n_split
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 60), max_size=60), st.integers(3, 24))
+def test_pack_concat_equals_the_one_document_at_a_time_layout(lengths, seq_len):
+    lengths = np.array(lengths, dtype=np.int64)
+    tokens = np.arange(5, 5 + int(lengths.sum()), dtype=np.uint16)
+    rows, n_split = pack_concat(tokens, lengths, seq_len, CLS, SEP, PAD)
+    expected, expected_split = pack_concat_one_document_at_a_time(tokens, lengths, seq_len, CLS, SEP, PAD)
+    assert rows.dtype == np.uint16 and n_split == expected_split
+    np.testing.assert_array_equal(rows, expected)
+
+
 def test_take_documents_reorders_variable_length_documents():
     tokens = np.array([1, 2, 3, 4, 5, 6], dtype=np.uint32)
     taken, lengths = take_documents(tokens, np.array([2, 0, 3, 1]), np.array([3, 0, 2]))

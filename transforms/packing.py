@@ -20,6 +20,7 @@ Empty documents (no ids after tokenization) take no space and are counted by the
 """
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -119,57 +120,84 @@ def _check(tokens: np.ndarray, lengths: np.ndarray, seq_len: int) -> None:
         raise ValueError(f"lengths (sum {int(lengths.sum())}) do not describe {len(tokens)} tokens")
 
 
-def _fill(tokens, src_starts, seg_lengths, dst_starts, n_rows, seq_len, cls, sep, pad) -> np.ndarray:
-    """Rows of [PAD] with [CLS] first; segment i of `tokens` copied to flat position dst_starts[i], then [SEP].
+def _fill(tokens, seg_lengths, dst_starts, n_rows, seq_len, cls, sep, pad) -> np.ndarray:
+    """Rows of [PAD] with [CLS] first; segment i (the next seg_lengths[i] ids of `tokens`) at flat
+    position dst_starts[i], then [SEP].
 
-    The segments must tile `tokens` in order, which lets one vectorised scatter place every id.
+    The segments tile `tokens` in order and their destinations increase, so the k-th id goes
+    to the k-th covered slot: a coverage mask (+1 at each start, -1 at each end, summed) places
+    every id in one masked assignment, with one byte per slot of scratch.
     """
-    out = np.full((n_rows, seq_len), pad, dtype=tokens.dtype)
-    out[:, 0] = cls
-    flat = out.reshape(-1)
-    src_starts, seg_lengths, dst_starts = (np.asarray(a, dtype=np.int64) for a in (src_starts, seg_lengths, dst_starts))
-    flat[np.arange(len(tokens), dtype=np.int64) + np.repeat(dst_starts - src_starts, seg_lengths)] = tokens
+    seg_lengths, dst_starts = (np.asarray(a, dtype=np.int64) for a in (seg_lengths, dst_starts))
+    flat = np.full(n_rows * seq_len, pad, dtype=tokens.dtype)
+    steps = np.zeros(n_rows * seq_len + 1, dtype=np.int8)
+    steps[dst_starts] = 1
+    steps[dst_starts + seg_lengths] = -1  # an end is a [SEP] slot, never another segment's start
+    flat[np.cumsum(steps[:-1], dtype=np.int8).view(bool)] = tokens
     flat[dst_starts + seg_lengths] = sep
+    out = flat.reshape(n_rows, seq_len)
+    out[:, 0] = cls
     return out
 
 
 def pack_concat(tokens: np.ndarray, lengths: np.ndarray, seq_len: int, cls: int, sep: int, pad: int) -> tuple[np.ndarray, int]:
-    """Pack documents several to a row (see the module docstring); return (rows [n, seq_len] of the dtype of tokens, split docs)."""
+    """Pack documents several to a row (see the module docstring); return (rows [n, seq_len] of the dtype of tokens, split docs).
+
+    Greedy placement is sequential, so the loop runs once per row, not once per document: a
+    bisection over the prefix sums of (length + 1) finds how many documents fill the row.
+    Only documents longer than a row are walked chunk by chunk.
+    """
     _check(tokens, lengths, seq_len)
     capacity = seq_len - 1  # slots after [CLS]; a document of L ids takes L + 1 with its [SEP]
-    src_starts: list[int] = []
-    seg_lengths: list[int] = []
-    dst_starts: list[int] = []
-    row = used = src = n_split = 0
-    for length in lengths.tolist():
-        if length == 0:
-            continue
-        if length + 1 <= capacity - used:
-            pass
-        elif length + 1 <= capacity:
-            row, used = row + 1, 0
-        else:
-            n_split += 1
-            position = 0
-            while position < length:
-                room = capacity - used - 1
-                if room < 1:
-                    row, used, room = row + 1, 0, capacity - 1
-                take = min(room, length - position)
-                src_starts.append(src + position)
-                seg_lengths.append(take)
-                dst_starts.append(row * seq_len + 1 + used)
-                used += take + 1
-                position += take
-            src += length
-            continue
-        src_starts.append(src)
-        seg_lengths.append(length)
-        dst_starts.append(row * seq_len + 1 + used)
-        used += length + 1
-        src += length
+    lengths = np.asarray(lengths, dtype=np.int64)
+    docs = np.flatnonzero(lengths)  # empty documents take no space
+    doc_lengths = lengths[docs]
+    ends = np.zeros(len(docs) + 1, dtype=np.int64)
+    np.cumsum(doc_lengths + 1, out=ends[1:])
+    prefix = ends.tolist()
+    is_long = doc_lengths + 1 > capacity
+    long_docs = np.flatnonzero(is_long).tolist() + [len(docs)]
+    runs: list[tuple[int, int, int]] = []  # (first doc, last doc + 1, destination of the first doc minus its prefix)
+    chunks: dict[int, tuple[list[int], list[int]]] = {}  # long doc -> (chunk lengths, destinations)
+    row = used = doc = 0
+    for next_long in long_docs:
+        while doc < next_long:  # short documents: whole rows at a time
+            fits = bisect.bisect_right(prefix, prefix[doc] + capacity - used, doc, next_long + 1) - 1
+            if fits > doc:
+                runs.append((doc, fits, row * seq_len + 1 + used - prefix[doc]))
+                used += prefix[fits] - prefix[doc]
+                doc = fits
+            if doc < next_long:  # the next one does not fit: it starts the next row
+                row, used = row + 1, 0
+        if next_long == len(docs):
+            break
+        pieces, destinations = chunks[next_long] = ([], [])
+        length, position = int(doc_lengths[next_long]), 0
+        while position < length:
+            room = capacity - used - 1
+            if room < 1:
+                row, used, room = row + 1, 0, capacity - 1
+            take = min(room, length - position)
+            pieces.append(take)
+            destinations.append(row * seq_len + 1 + used)
+            used += take + 1
+            position += take
+        doc = next_long + 1
     n_rows = row + 1 if used else row
-    return _fill(tokens, src_starts, seg_lengths, dst_starts, n_rows, seq_len, cls, sep, pad), n_split
+    segment_counts = np.ones(len(docs), dtype=np.int64)
+    for long_doc, (pieces, _) in chunks.items():
+        segment_counts[long_doc] = len(pieces)
+    first_segment = np.cumsum(segment_counts) - segment_counts
+    n_segments = int(segment_counts.sum())
+    seg_lengths, dst_starts = np.empty(n_segments, dtype=np.int64), np.empty(n_segments, dtype=np.int64)
+    short = first_segment[~is_long]
+    seg_lengths[short] = doc_lengths[~is_long]
+    run_bounds = np.array(runs, dtype=np.int64).reshape(-1, 3)
+    dst_starts[short] = np.repeat(run_bounds[:, 2], run_bounds[:, 1] - run_bounds[:, 0]) + ends[:-1][~is_long]
+    for long_doc, (pieces, destinations) in chunks.items():
+        where = slice(first_segment[long_doc], first_segment[long_doc] + len(pieces))
+        seg_lengths[where], dst_starts[where] = pieces, destinations
+    return _fill(tokens, seg_lengths, dst_starts, n_rows, seq_len, cls, sep, pad), len(chunks)
 
 
 def pack_none(tokens: np.ndarray, lengths: np.ndarray, seq_len: int, cls: int, sep: int, pad: int) -> tuple[np.ndarray, int]:
@@ -177,15 +205,13 @@ def pack_none(tokens: np.ndarray, lengths: np.ndarray, seq_len: int, cls: int, s
     _check(tokens, lengths, seq_len)
     chunk = seq_len - 2
     lengths = np.asarray(lengths, dtype=np.int64)
-    starts = np.concatenate(([0], np.cumsum(lengths)[:-1])) if len(lengths) else np.zeros(0, np.int64)
     chunks = -(-lengths // chunk)  # ceil; 0 for empty documents
     n_rows = int(chunks.sum())
     doc_of_row = np.repeat(np.arange(len(lengths)), chunks)
     index_in_doc = np.arange(n_rows) - np.repeat(np.cumsum(chunks) - chunks, chunks)
     seg_lengths = np.minimum(chunk, lengths[doc_of_row] - index_in_doc * chunk)
-    src_starts = starts[doc_of_row] + index_in_doc * chunk
     dst_starts = np.arange(n_rows, dtype=np.int64) * seq_len + 1
-    rows = _fill(tokens, src_starts, seg_lengths, dst_starts, n_rows, seq_len, cls, sep, pad)
+    rows = _fill(tokens, seg_lengths, dst_starts, n_rows, seq_len, cls, sep, pad)
     return rows, int(np.count_nonzero(chunks > 1))
 
 
