@@ -183,6 +183,17 @@ def test_take_documents_reorders_variable_length_documents():
     assert taken.tolist() == [6, 1, 2, 3, 4, 5] and lengths.tolist() == [1, 2, 3]
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 12), max_size=25), st.data())
+def test_take_documents_equals_slicing_each_document(lengths, data):
+    order = data.draw(st.lists(st.integers(0, len(lengths) - 1), max_size=30)) if lengths else []
+    tokens = np.arange(sum(lengths), dtype=np.uint16)
+    starts = np.cumsum([0] + lengths)
+    taken, taken_lengths = take_documents(tokens, np.array(lengths, dtype=np.int64), np.array(order, dtype=np.int64))
+    assert taken.dtype == np.uint16 and taken_lengths.tolist() == [lengths[i] for i in order]
+    assert taken.tolist() == [int(t) for i in order for t in tokens[starts[i]:starts[i + 1]]]
+
+
 def test_duplicate_ids_get_one_order_whatever_the_arrival():
     def batch(order):
         ids, docs = ["b", "a", "a"], [[7], [8, 9], [5, 5]]
