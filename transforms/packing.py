@@ -110,9 +110,9 @@ def take_documents(tokens: np.ndarray, lengths: np.ndarray, order: np.ndarray) -
     id) in place, in int32 when it fits: 4-8 bytes of scratch per id, which is the peak of
     sorting a shard's documents.
     """
-    lengths = np.asarray(lengths, dtype=np.int64)
-    new_lengths = lengths[np.asarray(order, dtype=np.int64)]
-    kept = np.asarray(order, dtype=np.int64)[new_lengths > 0]  # empty documents add no ids
+    lengths, order = np.asarray(lengths, dtype=np.int64), np.asarray(order, dtype=np.int64)
+    new_lengths = lengths[order]
+    kept = order[new_lengths > 0]  # empty documents add no ids
     sources = (np.cumsum(lengths) - lengths)[kept]
     kept_lengths = lengths[kept]
     destinations = np.cumsum(kept_lengths) - kept_lengths
@@ -143,11 +143,12 @@ def _fill(tokens, seg_lengths, dst_starts, n_rows, seq_len, cls, sep, pad) -> np
     """
     seg_lengths, dst_starts = (np.asarray(a, dtype=np.int64) for a in (seg_lengths, dst_starts))
     flat = np.full(n_rows * seq_len, pad, dtype=tokens.dtype)
+    sep_slots = dst_starts + seg_lengths
     steps = np.zeros(n_rows * seq_len + 1, dtype=np.int8)
     steps[dst_starts] = 1
-    steps[dst_starts + seg_lengths] = -1  # an end is a [SEP] slot, never another segment's start
+    steps[sep_slots] = -1  # an end is a [SEP] slot, never another segment's start
     flat[np.cumsum(steps[:-1], dtype=np.int8).view(bool)] = tokens
-    flat[dst_starts + seg_lengths] = sep
+    flat[sep_slots] = sep
     out = flat.reshape(n_rows, seq_len)
     out[:, 0] = cls
     return out
