@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from contextlib import nullcontext
@@ -54,7 +53,7 @@ from distill.models import (
     model_vocabulary,
     term_losses,
 )
-from transforms.token_shards import write_json_atomic
+from transforms.token_shards import write_bytes_atomic, write_json_atomic
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,9 +212,7 @@ def trim_metrics(path: Path, last_step: int) -> None:
     if not path.exists():
         return
     kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line and json.loads(line)["step"] <= last_step]
-    temp = path.with_suffix(".jsonl.tmp")
-    temp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(temp, path)
+    write_bytes_atomic(str(path), "".join(line + "\n" for line in kept).encode("utf-8"))
 
 
 def train(args: argparse.Namespace, runtime: devices.Runtime) -> Path:
