@@ -322,6 +322,15 @@ def test_hashes_are_pure_functions_of_the_text():
     assert (document_uniforms(array, 12) != together).all(axis=1).mean() > 0.99
 
 
+def test_default_seed_draws_depend_on_the_byte_order():
+    """Seed 0 once gave multiplier 1: the draws were a function of byte sum and length alone."""
+    anagrams = pa.array(["좋아요 정말", "정말 좋아요", "ab", "ba"], pa.large_string())
+    draws = document_uniforms(anagrams, 0)
+    assert draws[0, 0] != draws[1, 0] and draws[2, 0] != draws[3, 0]
+    numbers = pa.array([f"review {i}" for i in range(20000)], pa.large_string())
+    assert len(np.unique(document_uniforms(numbers, 0)[:, 0])) == 20000
+
+
 def test_alphabet_follows_the_tokenizer_rules():
     counts = np.zeros(wordpiece.CODE_POINTS, dtype=np.int64)
     sample = "가가가 나! A é 中 \t\x00"

@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from tokenizer_training.corpus import utf8_buffers
 from tokenizer_training.errors import TokenizeError
+from transforms.hashing import splitmix64
 
 GRANULARITIES = {"year": 4, "month": 7, "day": 10}  # prefix lengths of an ISO date
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -95,7 +96,7 @@ def document_uniforms(texts: pa.LargeStringArray, seed: int) -> np.ndarray:
     batch, it costs less than reading the Parquet (a BLAKE2b per document cost 3 times more).
     """
     offsets, data = utf8_buffers(texts)
-    keys = _mix(np.array([seed ^ 0x5EED5EED5EED5EED, seed ^ 0x0E7A10E7A10E7A10, seed], dtype=np.uint64))
+    keys = splitmix64(seed, 3)  # never the degenerate multiplier 1 that mixing the bare seed 0 gave
     hashes = polynomial_hashes(offsets, data, int(keys[2]) | 1)
     hashes ^= _mix(np.diff(offsets).astype(np.uint64) ^ keys[2])
     draws = np.stack([_mix(hashes ^ keys[0]), _mix(hashes ^ keys[1])], axis=1)
