@@ -26,8 +26,9 @@ from pipeline.sample_corpus import sample_records
 from tokenizer_training import wordpiece
 from tokenizer_training.build import Progress, TokenizeOptions, build_tokenizer
 from tokenizer_training.evaluate import evaluate
-from tokenizer_training.sampling import StratifiedSelection, StratifyBy, document_uniforms, polynomial_hashes
+from tokenizer_training.sampling import StratifiedSelection, StratifyBy, document_uniforms
 from transforms.clean import clean_text
+from transforms.hashing import polynomial_hashes, utf8_buffers
 
 ROOT = Path(__file__).resolve().parent.parent
 VOCAB = 900
@@ -309,7 +310,6 @@ def test_hashes_are_pure_functions_of_the_text():
     texts = ["".join(rng.choice(list("가나다라 abc😂"), size=int(n))) for n in rng.integers(0, 400, size=300)]
     texts.append("긴 문서 " * 2000)
     array = pa.array(texts, pa.large_string())
-    from tokenizer_training.corpus import utf8_buffers
     offsets, data = utf8_buffers(array)
     multiplier = 0x9E3779B97F4A7C15
     reference = [sum((byte + 1) * pow(multiplier, j, 1 << 64) for j, byte in enumerate(text.encode())) % (1 << 64)

@@ -27,6 +27,7 @@ from tokenizer_training import corpus, wordpiece
 from tokenizer_training.errors import TokenizeError
 from tokenizer_training.evaluate import evaluate
 from tokenizer_training.sampling import StratifiedSelection, StratifyBy, document_uniforms
+from transforms.hashing import utf8_buffers
 
 REPORT_FILE = "tokenizer_report.json"
 REPORT_FORMAT = "koforge-tokenizer-report/1"
@@ -114,7 +115,7 @@ def survey_corpus(files: list[corpus.CorpusFile], options: TokenizeOptions, stra
         for text in batch.texts.filter(held_out).to_pylist():
             eval_file.write(json.dumps(text, ensure_ascii=False) + "\n")
         pool_texts = batch.texts.filter(~held_out) if len(pool) < len(batch.texts) else batch.texts
-        wordpiece.count_characters(corpus.utf8_buffers(pool_texts)[1], survey.characters)
+        wordpiece.count_characters(utf8_buffers(pool_texts)[1], survey.characters)
         if stratify is not None:
             survey.strata.update(stratify.key(batch.values[index]) for index in pool)
         survey.documents += len(batch.texts)

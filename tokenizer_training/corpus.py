@@ -18,7 +18,6 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterator
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -53,14 +52,6 @@ class CorpusFile:
 class Batch:
     texts: pa.LargeStringArray  # no nulls, none empty or only whitespace
     values: list | None  # the --stratify-by field of each document, when one is asked for
-
-
-def utf8_buffers(texts: pa.LargeStringArray) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets [n + 1] from 0, UTF-8 bytes) of a large_string array, without copying the bytes."""
-    _, offsets_buffer, data_buffer = texts.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[texts.offset: texts.offset + len(texts) + 1]
-    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
-    return offsets - offsets[0], data[offsets[0]: offsets[-1]]
 
 
 def file_format(name: str) -> str:

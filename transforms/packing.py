@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pyarrow as pa
 
-from transforms.hashing import string_hashes
+from transforms.hashing import text_hashes
 
 PACKINGS = ("concat", "none")
 
@@ -81,9 +81,9 @@ def encode_texts(tokenizer, texts: Sequence[str], max_rows: int = 1024, max_char
 def document_hashes(ids: pa.Array | Sequence[str], seed: int) -> np.ndarray:
     """Two independently keyed uint64 hashes per document id, [n, 2], stable across runs and machines.
 
-    Column 0 decides the split, column 1 the shard bucket (`transforms.hashing.string_hashes`).
+    Column 0 decides the split, column 1 the shard bucket (`transforms.hashing.text_hashes`).
     """
-    return string_hashes(ids, seed, lanes=2)
+    return text_hashes(ids, seed)
 
 
 def is_validation(split_hashes: np.ndarray, fraction: float) -> np.ndarray:
