@@ -21,10 +21,9 @@ from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, WorkerOptions
 
 from pipeline.sample_corpus import write_sample
-from runners.presets import expand_preset
+from runners.presets import pipeline_options
 from transforms import reading
 from transforms.clean import CleanOptions
 from transforms.corpus_beam import (DedupPartition, InputFile, NearDedupOptions, ParseCleanFilter, ReadLineBatches,
@@ -111,24 +110,6 @@ def match_inputs(patterns: list[str], fmt: str) -> tuple[list[InputFile], int]:
 
 def default_num_shards(estimated_bytes: int) -> int:
     return max(MIN_PARTITIONS, math.ceil(estimated_bytes / BYTES_PER_PARTITION))
-
-
-def beam_options(beam_args: list[str]) -> PipelineOptions:
-    """The user's Beam options; by default DirectRunner in one process.
-
-    Measured on the 2-core machine (BENCHMARKS.md), DirectRunner's multi-processing mode
-    is slower than one in-memory worker: every element crosses the runner process twice
-    over gRPC. On machines with many cores pass
-    `--direct_num_workers 0 --direct_running_mode multi_processing`; the output is the same.
-    """
-    options = PipelineOptions(beam_args)
-    standard = options.view_as(StandardOptions)
-    if standard.runner is None:
-        standard.runner = "DirectRunner"
-    worker = options.view_as(WorkerOptions)
-    if worker.default_sdk_harness_log_level is None:
-        worker.default_sdk_harness_log_level = "WARNING"
-    return options
 
 
 def build_pipeline(pipeline: beam.Pipeline, inputs: list[InputFile], args, staging: str, num_partitions: int,
@@ -308,7 +289,7 @@ def run(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     args, beam_args = build_parser().parse_known_args(argv)
     try:
-        options = beam_options(expand_preset(beam_args))
+        options = pipeline_options(beam_args)
     except ValueError as error:
         raise UsageError(str(error)) from None
     FileSystems.set_options(options)  # the gs:// and s3:// calls before the pipeline need --project, --s3_*, ...

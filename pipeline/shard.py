@@ -5,7 +5,7 @@
         [--shard-tokens 50000000] [--seed 0] [--text-field text] [--overwrite]
         [--preset NAME (runners/presets.py)] [any Beam pipeline option: --runner, --direct_num_workers, ...]
 
-The Beam pipeline (DirectRunner unless told otherwise; see `with_beam_defaults`):
+The Beam pipeline (DirectRunner unless told otherwise; see `runners.presets.pipeline_options`):
 
     read units (the row groups of the Parquet files)
       -> tokenize each unit (one Parquet row group) in batches, split train/validation
@@ -39,10 +39,9 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
 from tokenizers import Tokenizer
 
-from runners.presets import expand_preset
+from runners.presets import pipeline_options
 from transforms import token_shards as ts
 from transforms.packing import (
     PACKERS,
@@ -456,21 +455,6 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], a
     return args, beam_args, parser
 
 
-def with_beam_defaults(beam_args: list[str]) -> list[str]:
-    """The user's Beam options, plus: workers log warnings only, not every bundle.
-
-    The runner stays Beam's default, DirectRunner with one in-memory worker: the tokenizer
-    already spreads each batch over every core, and on 2 cores multi_processing was slower
-    (every batch crosses gRPC twice, each worker imports Beam) and used 2.5x the memory
-    (bench/results/shard.md). On many cores pass
-    `--direct_running_mode=multi_processing --direct_num_workers=0`: the bytes are the same.
-    """
-    given = {arg.split("=", 1)[0] for arg in beam_args}
-    if "--default_sdk_harness_log_level" in given:
-        return list(beam_args)
-    return [*beam_args, "--default_sdk_harness_log_level=WARNING"]
-
-
 def absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
@@ -480,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     output = absolute(args.output)
     staging = ts.join(output, STAGING)
     try:
-        options = PipelineOptions(with_beam_defaults(expand_preset(beam_args)))
+        options = pipeline_options(beam_args)
     except ValueError as err:  # an unknown --preset, or one missing the options it needs
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     FileSystems.set_options(options)  # the gs:// and s3:// calls below, before the pipeline, need --project, --s3_*...

@@ -125,6 +125,28 @@ def expand_preset(beam_args: list[str]) -> list[str]:
     return [*defaults, *rest]
 
 
+def pipeline_options(beam_args: list[str]):
+    """The `PipelineOptions` of a pipeline command: `--preset` expanded; by default DirectRunner
+    with one in-memory worker, whose workers log warnings only, not every bundle.
+
+    Measured on 2 cores (BENCHMARKS.md), DirectRunner's multi_processing mode is slower for
+    both pipelines, with 2.5-3.5x the memory: every batch crosses gRPC twice and each worker
+    imports Beam (and pipeline.shard's tokenizer already uses every core). On many cores pass
+    `--direct_num_workers 0 --direct_running_mode multi_processing` (`--preset
+    direct-multiprocess`): the output is the same. Raises ValueError for a bad preset.
+    """
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, WorkerOptions
+
+    options = PipelineOptions(expand_preset(beam_args))
+    standard = options.view_as(StandardOptions)
+    if standard.runner is None:
+        standard.runner = "DirectRunner"
+    worker = options.view_as(WorkerOptions)
+    if worker.default_sdk_harness_log_level is None:
+        worker.default_sdk_harness_log_level = "WARNING"
+    return options
+
+
 def describe() -> str:
     lines = ["presets (python -m pipeline.run ... --preset NAME [options]):"]
     for name, preset in PRESETS.items():

@@ -25,7 +25,7 @@ from pipeline import run as corpus_run
 from pipeline import shard
 from pipeline.sample_corpus import write_sample
 from runners import dataflow, presets, staging
-from runners.presets import expand_preset
+from runners.presets import expand_preset, pipeline_options
 from transforms import token_shards as ts
 from transforms.corpus_beam import InputFile
 
@@ -228,7 +228,7 @@ def offline_google_auth(monkeypatch):
 def dataflow_dry_run(build, *extra: str):
     """Build a pipeline with the dataflow preset and run DataflowRunner with --dry_run: the job, not submitted."""
     pytest.importorskip("apache_beam.runners.dataflow.internal.apiclient", reason="needs the test extra (gcp clients)")
-    options = corpus_run.beam_options(expand_preset(["--preset", "dataflow", *DATAFLOW_USER_OPTIONS, *extra]))
+    options = pipeline_options(["--preset", "dataflow", *DATAFLOW_USER_OPTIONS, *extra])
     pipeline = beam.Pipeline(options=options)
     build(pipeline)
     return pipeline.run().job
