@@ -10,7 +10,6 @@ is used instead.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -23,18 +22,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from transforms.token_shards import file_sha256
+
 MARKER = "COMPLETE.json"
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
 STEP_DIR = re.compile(r"^step-(\d+)$")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(8 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -79,7 +72,7 @@ def save_checkpoint(root: Path, step: int, module: nn.Module, state: dict, keep:
         for name in (WEIGHTS, STATE):
             with open(temp / name, "rb") as handle:
                 os.fsync(handle.fileno())
-        marker = {"step": step, "sha256": {name: _sha256(temp / name) for name in (WEIGHTS, STATE)}}
+        marker = {"step": step, "sha256": {name: file_sha256(temp / name) for name in (WEIGHTS, STATE)}}
         with open(temp / MARKER, "w", encoding="utf-8") as handle:
             json.dump(marker, handle, sort_keys=True)
             handle.flush()
@@ -114,7 +107,7 @@ def checkpoint_problem(path: Path) -> str | None:
     for name in (WEIGHTS, STATE):
         if not (path / name).is_file():
             return f"{name} is missing"
-        if _sha256(path / name) != expected.get(name):
+        if file_sha256(path / name) != expected.get(name):
             return f"{name} does not match its checksum (truncated or corrupt)"
     return None
 
