@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from transforms.token_shards import file_sha256
+from transforms.storage import file_sha256
 
 MARKER = "COMPLETE.json"
 WEIGHTS = "model.safetensors"

@@ -24,7 +24,7 @@ from distill.data import ShardBatches, ShardDir, open_shard_dir, open_split
 from distill.finetune import finetune_sentiment, read_sentiment_file
 from distill.masking import masking_spec
 from distill.models import check_vocabulary, gather_slots, model_vocabulary
-from transforms.token_shards import write_json_atomic
+from transforms.storage import write_json_atomic
 
 
 def load_masked_lm(name_or_path: str, device: torch.device) -> BertForMaskedLM:

@@ -53,7 +53,7 @@ from distill.models import (
     model_vocabulary,
     term_losses,
 )
-from transforms.token_shards import write_bytes_atomic, write_json_atomic
+from transforms.storage import write_bytes_atomic, write_json_atomic
 
 
 def build_parser() -> argparse.ArgumentParser:

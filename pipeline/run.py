@@ -24,7 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.sample_corpus import write_sample
 from runners.presets import pipeline_options
-from transforms import reading
+from transforms import reading, storage
 from transforms.clean import CleanOptions
 from transforms.corpus_beam import (DedupPartition, InputFile, NearDedupOptions, ParseCleanFilter, ReadLineBatches,
                                     SumCounts, WritePartition, bucket_edges, near_duplicate_components,
@@ -104,7 +104,7 @@ def match_inputs(patterns: list[str], fmt: str) -> tuple[list[InputFile], int]:
     inputs = [InputFile(path, path[len(common):].lstrip("/") if common else path,
                         reading.detect_format(path) if fmt == "auto" else fmt)
               for path in sorted(paths)]
-    compressed = sum(size for path, size in paths.items() if path.lower().endswith(reading.COMPRESSION_SUFFIXES))
+    compressed = sum(size for path, size in paths.items() if storage.is_compressed(path))
     return inputs, sum(paths.values()) - compressed + compressed * COMPRESSION_RATIO_ESTIMATE
 
 

@@ -42,6 +42,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from tokenizers import Tokenizer
 
 from runners.presets import pipeline_options
+from transforms import storage
 from transforms import token_shards as ts
 from transforms.packing import (
     PACKERS,
@@ -174,18 +175,18 @@ def plan_units(paths: list[str], text_field: str) -> tuple[list[ReadUnit], int]:
 
 
 def read_bytes(path: str) -> bytes:
-    fs, inner = ts.resolve(path)
+    fs, inner = storage.resolve(path)
     with fs.open_input_stream(inner) as handle:
         return handle.read()
 
 
 def tokenizer_files(tokenizer_dir: str) -> dict[str, bytes]:
     """The tokenizer directory's regular files (name -> bytes); it must hold tokenizer.json."""
-    fs, inner = ts.resolve(tokenizer_dir)
-    if fs.get_file_info(ts.join(inner, "tokenizer.json")).type != pafs.FileType.File:
+    fs, inner = storage.resolve(tokenizer_dir)
+    if fs.get_file_info(storage.join(inner, "tokenizer.json")).type != pafs.FileType.File:
         raise ShardInputError(f"{tokenizer_dir}: no tokenizer.json (expected a directory written by pipeline.tokenize)")
     infos = fs.get_file_info(pafs.FileSelector(inner, recursive=False))
-    return {info.base_name: read_bytes(ts.join(tokenizer_dir, info.base_name))
+    return {info.base_name: read_bytes(storage.join(tokenizer_dir, info.base_name))
             for info in sorted(infos, key=lambda i: i.base_name) if info.type == pafs.FileType.File}
 
 
@@ -223,13 +224,13 @@ def special_token_ids(files: dict[str, bytes], tokenizer: Tokenizer) -> dict[str
 
 def check_output(output: str, overwrite: bool) -> None:
     """Refuse to replace finished (or half-finalized) shards unless --overwrite."""
-    fs, inner = ts.resolve(output)
+    fs, inner = storage.resolve(output)
     if overwrite:
         return
-    if fs.get_file_info(ts.join(inner, ts.MANIFEST_NAME)).type != pafs.FileType.NotFound:
+    if fs.get_file_info(storage.join(inner, ts.MANIFEST_NAME)).type != pafs.FileType.NotFound:
         raise ShardInputError(f"{output} already holds token shards ({ts.MANIFEST_NAME}); pass --overwrite to replace them")
     for name in (*ts.SPLITS, ts.TOKENIZER_SUBDIR):
-        if fs.get_file_info(ts.join(inner, name)).type != pafs.FileType.NotFound:
+        if fs.get_file_info(storage.join(inner, name)).type != pafs.FileType.NotFound:
             raise ShardInputError(
                 f"{output}/{name} exists but there is no {ts.MANIFEST_NAME} (an interrupted run?); "
                 "pass --overwrite to replace it"
@@ -320,7 +321,7 @@ class PackAndWrite(beam.DoFn):
             "staged": None,
         }
         if len(rows):
-            staged = ts.join(s.staging, split, f"bucket-{bucket:05d}.arrow")
+            staged = storage.join(s.staging, split, f"bucket-{bucket:05d}.arrow")
             record["sha256"], record["tokens"] = ts.write_shard(staged, rows, s.dtype, pad_id=special["pad"])
             record["staged"] = staged
             self.shards.inc()
@@ -332,7 +333,7 @@ class PackAndWrite(beam.DoFn):
 
 
 def write_index(records: list[dict], path: str) -> None:
-    ts.write_json_atomic(path, {"records": sorted(records, key=lambda r: (r["split"], r["bucket"]))})
+    storage.write_json_atomic(path, {"records": sorted(records, key=lambda r: (r["split"], r["bucket"]))})
 
 
 def build_pipeline(pipeline: beam.Pipeline, units: list[ReadUnit], settings: Settings) -> None:
@@ -348,7 +349,7 @@ def build_pipeline(pipeline: beam.Pipeline, units: list[ReadUnit], settings: Set
         | "GroupBuckets" >> beam.GroupByKey()
         | "PackAndWrite" >> beam.ParDo(PackAndWrite(settings))
         | "AllRecords" >> beam.combiners.ToList()
-        | "WriteIndex" >> beam.Map(write_index, ts.join(settings.staging, INDEX_NAME))
+        | "WriteIndex" >> beam.Map(write_index, storage.join(settings.staging, INDEX_NAME))
     )
 
 
@@ -356,14 +357,14 @@ def build_pipeline(pipeline: beam.Pipeline, units: list[ReadUnit], settings: Set
 
 
 def _move(source: str, target: str) -> None:
-    fs, inner_source = ts.resolve(source)
-    inner_target = ts.resolve(target)[1]
+    fs, inner_source = storage.resolve(source)
+    inner_target = storage.resolve(target)[1]
     fs.create_dir(posixpath.dirname(inner_target), recursive=True)
     fs.move(inner_source, inner_target)
 
 
 def _delete_if_exists(path: str) -> None:
-    fs, inner = ts.resolve(path)
+    fs, inner = storage.resolve(path)
     kind = fs.get_file_info(inner).type
     if kind == pafs.FileType.Directory:
         fs.delete_dir(inner)
@@ -372,7 +373,7 @@ def _delete_if_exists(path: str) -> None:
 
 
 def _file_names(directory: str) -> list[str]:
-    fs, inner = ts.resolve(directory)
+    fs, inner = storage.resolve(directory)
     return sorted(info.base_name for info in fs.get_file_info(pafs.FileSelector(inner)) if info.type == pafs.FileType.File)
 
 
@@ -398,21 +399,21 @@ def split_summaries(records: list[dict]) -> tuple[dict, list[tuple[str, str]]]:
 
 def finalize(output: str, staging: str, header: dict, documents_read: int) -> dict:
     """Move the staged shards and tokenizer into place, then write manifest.json last; return it."""
-    records = json.loads(read_bytes(ts.join(staging, INDEX_NAME)).decode("utf-8"))["records"]
+    records = json.loads(read_bytes(storage.join(staging, INDEX_NAME)).decode("utf-8"))["records"]
     splits, moves = split_summaries(records)
     accounted = sum(info["documents"] + info["empty_documents"] for info in splits.values())
     if accounted != documents_read:
         raise RuntimeError(f"read {documents_read} documents but packed or counted {accounted}; nothing was published")
-    staged_tokenizer = ts.join(staging, ts.TOKENIZER_SUBDIR)
-    moves += [(ts.join(staged_tokenizer, name), f"{ts.TOKENIZER_SUBDIR}/{name}") for name in _file_names(staged_tokenizer)]
-    _delete_if_exists(ts.join(output, ts.MANIFEST_NAME))  # first: an old manifest must never describe new files
+    staged_tokenizer = storage.join(staging, ts.TOKENIZER_SUBDIR)
+    moves += [(storage.join(staged_tokenizer, name), f"{ts.TOKENIZER_SUBDIR}/{name}") for name in _file_names(staged_tokenizer)]
+    _delete_if_exists(storage.join(output, ts.MANIFEST_NAME))  # first: an old manifest must never describe new files
     for name in (*ts.SPLITS, ts.TOKENIZER_SUBDIR):
-        _delete_if_exists(ts.join(output, name))
+        _delete_if_exists(storage.join(output, name))
     for source, relative in moves:
-        _move(source, ts.join(output, relative))
+        _move(source, storage.join(output, relative))
     _delete_if_exists(staging)
     manifest = {"format": ts.FORMAT, **header, "documents_read": documents_read, "splits": splits}
-    ts.write_json_atomic(ts.join(output, ts.MANIFEST_NAME), manifest)
+    storage.write_json_atomic(storage.join(output, ts.MANIFEST_NAME), manifest)
     return manifest
 
 
@@ -462,7 +463,7 @@ def absolute(path: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args, beam_args, parser = parse_args(argv)
     output = absolute(args.output)
-    staging = ts.join(output, STAGING)
+    staging = storage.join(output, STAGING)
     try:
         options = pipeline_options(beam_args)
     except ValueError as err:  # an unknown --preset, or one missing the options it needs
@@ -474,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         units, documents_read = plan_units(files, args.text_field)
         tokenizer_dir = absolute(args.tokenizer)
         files_by_name = tokenizer_files(tokenizer_dir)
-        tokenizer = load_tokenizer(ts.join(tokenizer_dir, "tokenizer.json"))
+        tokenizer = load_tokenizer(storage.join(tokenizer_dir, "tokenizer.json"))
         special = special_token_ids(files_by_name, tokenizer)
         vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     except (ShardInputError, ts.TokenShardError) as err:
@@ -483,11 +484,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: error: {type(err).__name__}: {err}\n")
 
     _delete_if_exists(staging)  # leftovers of an interrupted run
-    staged_tokenizer = ts.join(staging, ts.TOKENIZER_SUBDIR)
+    staged_tokenizer = storage.join(staging, ts.TOKENIZER_SUBDIR)
     for name, data in files_by_name.items():
-        ts.write_bytes_atomic(ts.join(staged_tokenizer, name), data)
+        storage.write_bytes_atomic(storage.join(staged_tokenizer, name), data)
     settings = Settings(
-        tokenizer_json=ts.join(staged_tokenizer, "tokenizer.json"),  # the workers read the copy that is published
+        tokenizer_json=storage.join(staged_tokenizer, "tokenizer.json"),  # the workers read the copy that is published
         text_field=args.text_field,
         seed=args.seed,
         validation_fraction=args.validation_fraction,

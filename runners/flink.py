@@ -19,9 +19,11 @@ are those of `runners.portable.cluster_environment_options`.
 """
 from __future__ import annotations
 
-from apache_beam.version import __version__ as BEAM_VERSION
+from importlib.metadata import version
 
 from runners.portable import cluster_environment_options
+
+BEAM_VERSION = version("apache-beam")  # the job server image must match the SDK; importing apache_beam would be slow
 
 JOB_SERVER_COMMAND = (f"docker run --net=host apache/beam_flink1.20_job_server:{BEAM_VERSION} "
                       "--flink-master=FLINK_MASTER:8081")

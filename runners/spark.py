@@ -20,9 +20,11 @@ environment and staging are those of `runners.portable.cluster_environment_optio
 """
 from __future__ import annotations
 
-from apache_beam.version import __version__ as BEAM_VERSION
+from importlib.metadata import version
 
 from runners.portable import cluster_environment_options
+
+BEAM_VERSION = version("apache-beam")  # the job server image must match the SDK; importing apache_beam would be slow
 
 JOB_SERVER_COMMAND = (f"docker run --net=host apache/beam_spark3_job_server:{BEAM_VERSION} "
                       "--spark-master-url=spark://SPARK_MASTER:7077")

@@ -18,7 +18,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
 from pipeline.sample_corpus import sample_records
-from transforms import token_shards
+from transforms import storage, token_shards
 from transforms.clean import clean_text
 from transforms.packing import encode_texts, pack_concat
 
@@ -92,7 +92,7 @@ def build_shards(root: Path, tokenizer_dir: Path, texts, seq_len: int = 32, trai
         "splits": manifest_splits,
         "options": {"seq_len": seq_len, "packing": "concat"},
     }
-    token_shards.write_json_atomic(str(root / "manifest.json"), manifest)
+    storage.write_json_atomic(str(root / "manifest.json"), manifest)
     return root
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from transforms import storage
 from transforms import token_shards as ts
 
 SEQ_LEN = 8
@@ -64,7 +65,7 @@ def shard_dir(tmp_path: Path) -> Path:
         "splits": splits,
         "options": {},
     }
-    ts.write_json_atomic(str(root / ts.MANIFEST_NAME), manifest)
+    storage.write_json_atomic(str(root / ts.MANIFEST_NAME), manifest)
     return root
 
 

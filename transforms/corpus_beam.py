@@ -22,7 +22,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms import reading
+from transforms import reading, storage
 from transforms.clean import CleanOptions, clean_batch
 from transforms.exact_dedup import dedup_exact
 
@@ -96,7 +96,7 @@ class ReadLineBatches(beam.DoFn):
         first_line = line_number = 0
         try:
             with FileSystems.open(input_file.path, compression_type=CompressionTypes.UNCOMPRESSED) as raw_stream:
-                stream = reading.open_decompressed(raw_stream, input_file.path)
+                stream = storage.decompressed(raw_stream, input_file.path)
                 for raw in reading.iter_lines(stream, self.max_line_bytes):
                     if input_file.fmt in ("tsv", "csv") and header is None and raw is not None:
                         header = reading.parse_header(raw, input_file.fmt)

@@ -7,21 +7,18 @@ kept fields) or a reject with a reason. Every line read becomes exactly one of t
 """
 from __future__ import annotations
 
-import bz2
 import csv
-import gzip
 import io
 import json
-import lzma
 import re
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
+from transforms.storage import READ_CHUNK_BYTES, strip_compression_suffix
+
 FORMATS = ("text", "jsonl", "tsv", "csv")
-COMPRESSION_SUFFIXES = (".gz", ".gzip", ".bz2", ".zst", ".zstd", ".xz", ".lzma")
 FORMAT_BY_SUFFIX = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".tsv": "tsv", ".csv": "csv",
                     ".txt": "text", ".text": "text"}
-READ_CHUNK_BYTES = 1 << 20
 REJECTED_RAW_CHARS = 1000
 
 # Drop reasons for lines that are not records (they also go to rejected/).
@@ -54,11 +51,7 @@ class InputFormatError(ValueError):
 
 def detect_format(path: str) -> str:
     """The format a file name implies: its suffix, after removing a compression suffix."""
-    name = path.lower()
-    for suffix in COMPRESSION_SUFFIXES:
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
+    name = strip_compression_suffix(path.lower())
     for suffix, fmt in FORMAT_BY_SUFFIX.items():
         if name.endswith(suffix):
             return fmt
@@ -142,53 +135,6 @@ def _bounded(line: bytes, max_line_bytes: int) -> bytes | None:
     if len(line) > max_line_bytes:
         return None
     return line[:-1] if line.endswith(b"\r") else line
-
-
-class _ZstdReader(io.RawIOBase):
-    """A zstd stream (one or more frames) that raises EOFError when the last frame is cut short."""
-
-    def __init__(self, raw: BinaryIO):
-        import zstandard
-
-        self._raw, self._new = raw, zstandard.ZstdDecompressor().decompressobj
-        self._decompressor, self._buffer, self._frame_open = self._new(), b"", False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target) -> int:
-        while not self._buffer:
-            chunk = self._raw.read(READ_CHUNK_BYTES)
-            if not chunk:
-                if self._frame_open:
-                    raise EOFError("zstd stream ended before the end of its frame")
-                return 0
-            while chunk:
-                self._frame_open = True
-                self._buffer += self._decompressor.decompress(chunk)
-                chunk = b""
-                if self._decompressor.eof:
-                    chunk, self._decompressor, self._frame_open = self._decompressor.unused_data, self._new(), False
-        size = min(len(target), len(self._buffer))
-        target[:size], self._buffer = self._buffer[:size], self._buffer[size:]
-        return size
-
-
-def open_decompressed(raw: BinaryIO, path: str) -> BinaryIO:
-    """Decompress by file suffix with decoders that raise on truncated input.
-
-    (Beam's own gzip reader ends a cut-short file silently, which would lose records.)
-    """
-    name = path.lower()
-    if name.endswith((".gz", ".gzip")):
-        return gzip.GzipFile(fileobj=raw)
-    if name.endswith(".bz2"):
-        return bz2.BZ2File(raw)
-    if name.endswith((".xz", ".lzma")):
-        return lzma.LZMAFile(raw)
-    if name.endswith((".zst", ".zstd")):
-        return io.BufferedReader(_ZstdReader(raw), READ_CHUNK_BYTES)
-    return raw
 
 
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON escapes can make them; they cannot be written as UTF-8

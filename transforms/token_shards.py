@@ -19,12 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import posixpath
-import uuid
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
+
+from transforms.storage import file_sha256, join, resolve, write_bytes_atomic
 
 FORMAT = "koforge-token-shards/1"
 MANIFEST_NAME = "manifest.json"
@@ -42,17 +42,8 @@ class TokenShardError(ValueError):
     """A token shard directory (or a file in it) is missing, damaged or inconsistent."""
 
 
-def resolve(path: str) -> tuple[pafs.FileSystem, str]:
-    """The pyarrow filesystem and the path inside it, for a local path or a URI."""
-    path = os.fspath(path)
-    if "://" in path:
-        return pafs.FileSystem.from_uri(path)
-    return pafs.LocalFileSystem(), os.path.abspath(path)
 
 
-def join(base: str, *parts: str) -> str:
-    """Join with '/', which is right for URIs and for local paths on POSIX."""
-    return posixpath.join(os.fspath(base), *parts)
 
 
 def narrowest_dtype(vocab_size: int) -> str:
@@ -118,35 +109,10 @@ def write_shard(path: str, sequences: np.ndarray, dtype: str, pad_id: int = 0) -
     return hashlib.sha256(data).hexdigest(), int(np.count_nonzero(sequences != pad_id))
 
 
-def write_json_atomic(path: str, payload: dict) -> None:
-    """Write a JSON document (sorted keys, UTF-8) under a temp name, then rename."""
-    text = json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def write_bytes_atomic(path: str, data) -> None:
-    """Write bytes under a temp name in the target directory, then rename onto `path`."""
-    fs, target = resolve(path)
-    fs.create_dir(posixpath.dirname(target), recursive=True)
-    temp = f"{target}.{uuid.uuid4().hex}.tmp"
-    try:
-        with fs.open_output_stream(temp) as out:
-            out.write(data)
-        fs.move(temp, target)
-    except BaseException:
-        if fs.get_file_info(temp).type == pafs.FileType.File:
-            fs.delete_file(temp)
-        raise
 
 
-def file_sha256(path: str) -> str:
-    """Hex sha256 of a file's bytes, streamed in 8 MiB blocks."""
-    fs, target = resolve(path)
-    digest = hashlib.sha256()
-    with fs.open_input_stream(target) as handle:
-        while block := handle.read(8 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _safe_relative(shard_dir: str, relative: object) -> str:
