@@ -49,6 +49,25 @@ class ArgumentParser(argparse.ArgumentParser):
     def own_options(self) -> list[str]:
         return [flag for action in self._actions for flag in action.option_strings if flag.startswith("--")]
 
+    def parse_args(self, args=None, namespace=None):
+        """argparse's parse_args, with a suggestion for a misspelt option (commands without Beam options)."""
+        parsed, rest = self.parse_known_args(args, namespace)
+        if rest:
+            self.error(unknown_argument(rest[0], self.own_options()))
+        return parsed
+
+
+def unknown_argument(token: str, candidates: list[str]) -> str:
+    """The error for an argument nobody understood: the option it resembles, if any."""
+    if not token.startswith("--"):
+        return f"unexpected argument {token!r}"
+    flag = token.split("=", 1)[0]
+    spelt_ours = "--" + flag[2:].replace("_", "-")
+    if spelt_ours in candidates:
+        return f"unknown option {flag}; did you mean {spelt_ours}?"
+    close = difflib.get_close_matches(flag, candidates, n=1, cutoff=0.75)
+    return f"unknown option {flag}" + (f"; did you mean {close[0]}?" if close else "")
+
 
 def add_output_options(parser: ArgumentParser, what: str) -> None:
     parser.add_argument("--overwrite", action="store_true",
@@ -97,26 +116,24 @@ def parse_with_beam_options(parser: ArgumentParser, argv: Sequence[str] | None) 
 
 
 def check_beam_arguments(parser: ArgumentParser, rest: list[str]) -> None:
-    """Exit 2 for anything in `rest` that Beam would not understand as one of its own options."""
-    if not rest:
-        return
+    """Exit 2 for anything in `rest` that Beam would not understand as one of its own options.
+
+    One of ours spelt with underscores is refused first, before Beam is imported.
+    """
     ours = parser.own_options()
+    for token in rest:
+        if token.startswith("--") and "--" + token.split("=", 1)[0][2:].replace("_", "-") in ours:
+            parser.error(unknown_argument(token, ours))
     known = beam_option_names() if any(token.startswith("--") for token in rest) else set()
     takes_value = False  # the previous token was `--name` without `=value`: this one may be its value
     for token in rest:
         if not token.startswith("--"):
             if not takes_value:
-                parser.error(f"unexpected argument {token!r}")
+                parser.error(unknown_argument(token, ours))
             takes_value = False
             continue
-        flag = token.split("=", 1)[0]
-        spelt_ours = "--" + flag[2:].replace("_", "-")
-        if spelt_ours in ours:
-            parser.error(f"unknown option {flag}; did you mean {spelt_ours}?")
-        if flag not in known:
-            close = difflib.get_close_matches(flag, ours + sorted(known), n=1, cutoff=0.75)
-            parser.error(f"unknown option {flag}" + (f"; did you mean {close[0]}?" if close else
-                                                      " (neither an option of this command nor a Beam option)"))
+        if token.split("=", 1)[0] not in known:
+            parser.error(unknown_argument(token, ours + sorted(known)) + " (not an option of this command, nor of Beam)")
         takes_value = "=" not in token
 
 
@@ -170,25 +187,23 @@ class Progress:
         self.every = every
         self.started = self.last = time.perf_counter()
 
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
-    def say(self, message: str) -> None:
+    def say(self, message: str, now: float | None = None) -> None:
         """A line now (phase changes)."""
         if self.stream is not None:
-            print(f"{self.command} [{format_duration(self.elapsed())}] {message}", file=self.stream, flush=True)
+            elapsed = (time.perf_counter() if now is None else now) - self.started
+            print(f"{self.command} [{format_duration(elapsed)}] {message}", file=self.stream, flush=True)
 
     def tick(self, message: str | Callable[[], str]) -> None:
         """A line if the last one is PROGRESS_SECONDS old; `message` may be a callable, built only then."""
         now = time.perf_counter()
         if self.stream is not None and now - self.last >= self.every:
             self.last = now
-            self.say(message() if callable(message) else message)
+            self.say(message() if callable(message) else message, now)
 
     def count(self, done: int, unit: str, total: int | None = None) -> None:
         """`done` units so far, their rate and (with a total) the share."""
         def line() -> str:
-            rate = done / max(self.elapsed(), 1e-9)
+            rate = done / max(self.last - self.started, 1e-9)
             share = f" of {total:,} ({done / total:.0%})" if total else ""
             return f"{done:,}{share} {unit}, {rate:,.0f}/s"
         self.tick(line)
@@ -213,10 +228,12 @@ class OutputLock:
     def __init__(self, output: str):
         self.path = None if "://" in output else os.path.join(os.path.abspath(output), LOCK_FILE)
         self.output = output
+        self.created_directory = False
 
     def __enter__(self) -> OutputLock:
         if self.path is None:
             return self
+        self.created_directory = not os.path.isdir(os.path.dirname(self.path))
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         for _ in range(2):
             try:
@@ -251,11 +268,15 @@ class OutputLock:
         return f"pid {pid}"
 
     def __exit__(self, *exc) -> None:
-        if self.path is not None:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
+        """Release the lock; a directory made only to hold it (the run failed early) goes too."""
+        if self.path is None:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        if self.created_directory and not os.listdir(os.path.dirname(self.path)):
+            os.rmdir(os.path.dirname(self.path))
 
 
 def run_command(command: str, body: Callable[[], object]) -> int:

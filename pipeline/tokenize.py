@@ -13,8 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tokenizer_training.build import REPORT_FILE, Progress, TokenizeOptions, build_tokenizer
-from tokenizer_training.errors import TokenizeError
+from pipeline import cli
 from tokenizer_training.sampling import MAX_SEED
 
 
@@ -45,50 +44,54 @@ def _fraction(low_open: bool, high_open: bool):
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.tokenize",
-        description="Train a BERT WordPiece vocabulary on a corpus (streamed, sampled, deterministic) and write a "
-                    "directory that transformers.AutoTokenizer.from_pretrained loads, with a report measured on a "
-                    "held-out sample.")
-    parser.add_argument("--input", nargs="+", required=True, metavar="PATTERN",
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(
+        "pipeline.tokenize",
+        "Train a BERT WordPiece vocabulary on a corpus (streamed, sampled, deterministic) and write a directory that "
+        "transformers.AutoTokenizer.from_pretrained loads, with a report measured on a held-out sample.")
+    parser.add_argument("--input", nargs="+", action="extend", required=True, metavar="PATTERN",
                         help="clean corpus directory (DIR/clean/*.parquet), Parquet files, or text / JSON-lines / "
-                             "TSV / CSV files (gz, bz2, zst, xz); local paths, globs or gs:// s3:// URIs")
+                             "TSV / CSV files (gz, bz2, zst, xz); local paths, globs or gs:// s3:// URIs; repeatable")
     parser.add_argument("--output", required=True, metavar="DIR", help="tokenizer directory to write (local)")
-    parser.add_argument("--vocab-size", type=_bounded_int(1), default=30000, help="vocabulary entries (default 30000)")
+    parser.add_argument("--vocab-size", type=_bounded_int(1), default=30000, help="vocabulary entries")
     parser.add_argument("--min-frequency", type=_bounded_int(0), default=2,
-                        help="a merge needs a pair seen at least this often (default 2)")
+                        help="a merge needs a pair seen at least this often")
     parser.add_argument("--limit-alphabet", type=_bounded_int(1), default=None, metavar="N",
                         help="keep only the N most frequent characters (default: all)")
     parser.add_argument("--lowercase", action="store_true",
                         help="lowercase text (LM-kor); accents are never stripped, Hangul stays syllables")
     parser.add_argument("--unused-tokens", type=_bounded_int(0), default=0, metavar="K",
-                        help="reserve [unused0]..[unused{K-1}] right after the special tokens (default 0)")
+                        help="reserve [unused0]..[unused{K-1}] right after the special tokens")
     parser.add_argument("--sample-fraction", type=_fraction(low_open=True, high_open=False), default=1.0,
-                        help="train on this fraction of the documents (KcBERT: 0.1; default 1.0)")
+                        help="train on this fraction of the documents (KcBERT: 0.1)")
     parser.add_argument("--stratify-by", default=None, metavar="FIELD[:day|month|year]",
                         help="sample exactly that fraction of every stratum of FIELD (e.g. date:month)")
-    parser.add_argument("--seed", type=_bounded_int(0, MAX_SEED), default=0, help="sampling seed (default 0)")
-    parser.add_argument("--text-field", default="text", help="column or JSON field holding the text (default text)")
+    parser.add_argument("--seed", type=_bounded_int(0, MAX_SEED), default=0, help="sampling seed")
+    parser.add_argument("--text-field", default="text", help="column or JSON field holding the text")
     parser.add_argument("--eval-fraction", type=_fraction(low_open=False, high_open=True), default=0.01,
-                        help="held-out share for the report, never trained on (default 0.01)")
+                        help="held-out share for the report, never trained on")
     parser.add_argument("--model-max-length", type=_bounded_int(1), default=512,
-                        help="model_max_length in tokenizer_config.json (default 512)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+                        help="model_max_length in tokenizer_config.json")
+    cli.add_limit_option(parser, "usable documents")
+    cli.add_output_options(parser, "tokenizer files and report")
+    cli.add_reporting_options(parser)
     return parser
 
 
-def options_from_args(args: argparse.Namespace) -> TokenizeOptions:
+def options_from_args(args: argparse.Namespace):
+    from tokenizer_training.build import TokenizeOptions
+
     return TokenizeOptions(
         inputs=tuple(args.input), output=args.output, vocab_size=args.vocab_size, min_frequency=args.min_frequency,
         limit_alphabet=args.limit_alphabet, lowercase=args.lowercase, unused_tokens=args.unused_tokens,
         sample_fraction=args.sample_fraction, stratify_by=args.stratify_by, seed=args.seed,
         text_field=args.text_field, eval_fraction=args.eval_fraction, model_max_length=args.model_max_length,
-        overwrite=args.overwrite)
+        limit=args.limit, overwrite=args.overwrite)
 
 
 def summary(report: dict, output: str) -> str:
+    from tokenizer_training.build import REPORT_FILE
+
     evaluation = report["evaluation"]
     lines = [f"{output}: vocabulary of {report['vocab_size']:,} (asked {report['vocab_size_requested']:,}), "
              f"trained on {report['sampled_documents']:,} documents in {report['seconds']['training']:.1f} s"]
@@ -100,15 +103,22 @@ def summary(report: dict, output: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def tokenize(args: argparse.Namespace) -> dict:
+    from tokenizer_training.build import build_tokenizer
+    from tokenizer_training.errors import TokenizeError
+
     try:
-        report = build_tokenizer(options_from_args(args), Progress(None if args.quiet else sys.stderr))
+        with cli.OutputLock(args.output):
+            report = build_tokenizer(options_from_args(args), cli.Progress("pipeline.tokenize", not args.quiet))
     except TokenizeError as error:
-        parser.error(str(error))
-    print(summary(report, args.output))
-    return 0
+        raise cli.UsageError(str(error)) from None
+    cli.emit_summary(args, summary(report, args.output), report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return cli.run_command("pipeline.tokenize", lambda: tokenize(args))
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@ from __future__ import annotations
 import bz2
 import gzip
 import json
-import shutil
 import lzma
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import unicodedata
@@ -22,9 +23,10 @@ from tokenizers import Tokenizer, models
 from transformers import AutoTokenizer, BertTokenizerFast
 
 from pipeline import tokenize
+from pipeline.cli import Progress
 from pipeline.sample_corpus import sample_records
 from tokenizer_training import wordpiece
-from tokenizer_training.build import Progress, TokenizeOptions, build_tokenizer
+from tokenizer_training.build import TokenizeOptions, build_tokenizer
 from tokenizer_training.evaluate import evaluate
 from tokenizer_training.sampling import StratifiedSelection, StratifyBy, document_uniforms
 from transforms.clean import clean_text
@@ -348,7 +350,7 @@ def test_progress_lines(corpus, tmp_path):
 
     stream = io.StringIO()
     build_tokenizer(TokenizeOptions(inputs=(str(corpus),), output=str(tmp_path / "out"), vocab_size=VOCAB),
-                    Progress(stream, every=0.0))
+                    Progress("pipeline.tokenize", stream=stream, every=0.0))
     lines = stream.getvalue().splitlines()
     assert any("survey: " in line and "documents read" in line for line in lines)
     assert any("training: " in line and "sampled" in line for line in lines)
@@ -359,11 +361,14 @@ def test_progress_lines(corpus, tmp_path):
 
 
 def expect_usage_error(capsys, *argv: str) -> str:
-    with pytest.raises(SystemExit) as exited:
-        tokenize.main([*argv, "--quiet"])
-    assert exited.value.code == 2
+    """Exit status 2 and one `python -m pipeline.tokenize: error: ...` line (argparse adds its usage first)."""
+    try:
+        status = tokenize.main([*argv, "--quiet"])
+    except SystemExit as exited:  # argparse's own checks (types, ranges)
+        status = exited.code
+    assert status == 2
     error = capsys.readouterr().err
-    assert "usage:" in error and "Traceback" not in error
+    assert "python -m pipeline.tokenize: error: " in error and "Traceback" not in error
     return error
 
 
@@ -403,8 +408,10 @@ def test_clear_errors(capsys, corpus, tmp_path):
     assert "unfinished pipeline.run output" in expect_usage_error(capsys, "--input", str(unfinished), "--output", out)
     assert not Path(out).exists()
     Path(out).mkdir()
-    (Path(out) / "keep.txt").write_text("x")
+    (Path(out) / "vocab.txt").write_text("x")
     assert "--overwrite" in expect_usage_error(capsys, "--input", str(corpus), "--output", out)
+    assert "did you mean --vocab-size" in expect_usage_error(capsys, "--input", str(corpus), "--output", out,
+                                                              "--vocab_size", "900")
 
 
 def test_error_from_a_fresh_process_has_no_traceback(tmp_path):
@@ -414,13 +421,55 @@ def test_error_from_a_fresh_process_has_no_traceback(tmp_path):
     assert "error: --input" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_overwrite_replaces_an_existing_directory(corpus, trained, tmp_path):
+def test_overwrite_replaces_only_the_tokenizer_files(corpus, trained, tmp_path):
     output = tmp_path / "replace"
     output.mkdir()
-    (output / "stale.txt").write_text("old")
+    (output / "notes.txt").write_text("the user's own file")
+    (output / "vocab.txt").write_text("[PAD]\n")  # an earlier tokenizer's file: replaced
     run_cli("--input", str(corpus), "--output", str(output), "--vocab-size", str(VOCAB), "--unused-tokens", "3",
             "--eval-fraction", "0.05", "--overwrite")
-    expected = sorted([*wordpiece.TOKENIZER_FILES, "tokenizer_report.json"])
+    expected = sorted([*wordpiece.TOKENIZER_FILES, "tokenizer_report.json", "notes.txt"])
     assert sorted(path.name for path in output.iterdir()) == expected
+    assert (output / "notes.txt").read_text() == "the user's own file"
     assert tokenizer_bytes(output) == tokenizer_bytes(trained)
     assert [path.name for path in tmp_path.iterdir()] == ["replace"]  # no temporary directory left behind
+
+
+def test_writing_into_a_directory_with_other_files_keeps_them(corpus, trained, tmp_path):
+    output = tmp_path / "shared"
+    output.mkdir()
+    (output / "README.md").write_text("mine")
+    run_cli("--input", str(corpus), "--output", str(output), "--vocab-size", str(VOCAB), "--unused-tokens", "3",
+            "--eval-fraction", "0.05")
+    assert (output / "README.md").read_text() == "mine"
+    assert tokenizer_bytes(output) == tokenizer_bytes(trained)
+
+
+def test_limit_trains_on_the_first_documents_only(corpus, records, tmp_path):
+    run_cli("--input", str(corpus), "--output", str(tmp_path / "limited"), "--vocab-size", str(VOCAB),
+            "--eval-fraction", "0", "--limit", "50")
+    report = json.loads((tmp_path / "limited" / "tokenizer_report.json").read_text(encoding="utf-8"))
+    assert report["documents"]["usable"] == 50 and report["sampled_documents"] == 50
+    assert report["options"]["limit"] == 50
+
+
+def test_json_summary_is_the_report(corpus, tmp_path, capsys):
+    assert tokenize.main(["--input", str(corpus), "--output", str(tmp_path / "out"), "--vocab-size", str(VOCAB),
+                          "--quiet", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((tmp_path / "out" / "tokenizer_report.json").read_text(encoding="utf-8"))
+
+
+def test_a_held_lock_refuses_a_second_run(corpus, tmp_path, capsys):
+    from pipeline.cli import LOCK_FILE
+
+    output = tmp_path / "locked"
+    output.mkdir()
+    (output / LOCK_FILE).write_text(f"{socket.gethostname()} {os.getpid()}\n")  # this very process holds it
+    error = expect_usage_error(capsys, "--input", str(corpus), "--output", str(output), "--vocab-size", str(VOCAB))
+    assert "being written by another run" in error
+    assert sorted(path.name for path in output.iterdir()) == [LOCK_FILE]
+    (output / LOCK_FILE).write_text("somehost-that-is-gone 1\n".replace("somehost-that-is-gone", socket.gethostname())
+                                    .replace(" 1\n", " 999999999\n"))  # a dead pid on this host: a stale lock
+    run_cli("--input", str(corpus), "--output", str(output), "--vocab-size", str(VOCAB))
+    assert not (output / LOCK_FILE).exists() and (output / "vocab.txt").exists()

@@ -13,8 +13,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -23,15 +21,17 @@ from typing import Iterator, TextIO
 
 import numpy as np
 
+from pipeline.cli import Progress
 from tokenizer_training import corpus, wordpiece
 from tokenizer_training.errors import TokenizeError
 from tokenizer_training.evaluate import evaluate
 from tokenizer_training.sampling import StratifiedSelection, StratifyBy, document_uniforms
+from transforms import storage
 from transforms.hashing import utf8_buffers
 
 REPORT_FILE = "tokenizer_report.json"
 REPORT_FORMAT = "koforge-tokenizer-report/1"
-PROGRESS_SECONDS = 10.0
+OUTPUT_FILES = (*wordpiece.TOKENIZER_FILES, REPORT_FILE)  # all this command writes; the report (written last) marks it done
 
 
 @dataclass(frozen=True)
@@ -49,25 +49,8 @@ class TokenizeOptions:
     text_field: str = "text"
     eval_fraction: float = 0.01
     model_max_length: int = 512
+    limit: int | None = None  # only the first N usable documents (quick trials)
     overwrite: bool = False
-
-
-class Progress:
-    """Lines on a stream (stderr): each phase, and documents read every PROGRESS_SECONDS."""
-
-    def __init__(self, stream: TextIO | None = sys.stderr, every: float = PROGRESS_SECONDS):
-        self.stream, self.every = stream, every
-        self.started = self.last = time.perf_counter()
-
-    def say(self, message: str) -> None:
-        if self.stream is not None:
-            print(f"pipeline.tokenize [{time.perf_counter() - self.started:7.1f} s] {message}",
-                  file=self.stream, flush=True)
-
-    def tick(self, message: str) -> None:
-        if time.perf_counter() - self.last >= self.every:
-            self.last = time.perf_counter()
-            self.say(message)
 
 
 @dataclass
@@ -91,15 +74,20 @@ def check_options(options: TokenizeOptions) -> None:
 
 
 def prepare_output(output: str, overwrite: bool) -> Path:
-    """The output directory as an absolute local path; an existing non-empty one needs --overwrite."""
+    """The output directory as an absolute local path; one that holds a tokenizer needs --overwrite.
+
+    Other files in it are left alone: publishing replaces only the files this command writes.
+    """
     if "://" in output:
         raise TokenizeError(f"--output {output!r}: must be a local directory (copy it to a bucket afterwards)")
     path = Path(output).absolute()
     if path.exists():
         if not path.is_dir():
             raise TokenizeError(f"--output {output!r} exists and is not a directory")
-        if any(path.iterdir()) and not overwrite:
-            raise TokenizeError(f"--output {output!r} exists and is not empty; pass --overwrite to replace it")
+        ours = [name for name in OUTPUT_FILES if (path / name).exists()]
+        if ours and not overwrite:
+            raise TokenizeError(f"--output {output!r} already holds a tokenizer ({', '.join(ours)}); pass --overwrite "
+                                "to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -109,7 +97,7 @@ def survey_corpus(files: list[corpus.CorpusFile], options: TokenizeOptions, stra
     """Pass 1: count, set the held-out documents aside (one JSON string a line), count the pool's characters."""
     survey = Survey()
     value_field = stratify.field if stratify else None
-    for batch in corpus.read_batches(files, options.text_field, value_field, survey.drops):
+    for batch in corpus.read_batches(files, options.text_field, value_field, survey.drops, limit=options.limit):
         held_out = document_uniforms(batch.texts, options.seed)[:, 0] < options.eval_fraction
         pool = np.flatnonzero(~held_out).tolist()
         for text in batch.texts.filter(held_out).to_pylist():
@@ -130,7 +118,7 @@ def training_batches(files: list[corpus.CorpusFile], options: TokenizeOptions, s
                      progress: Progress) -> Iterator[list[str]]:
     """Pass 2: the training sample, batch by batch, in corpus order; counts go into `sampled`."""
     value_field = stratify.field if stratify else None
-    for batch in corpus.read_batches(files, options.text_field, value_field, Counter()):
+    for batch in corpus.read_batches(files, options.text_field, value_field, Counter(), limit=options.limit):
         draws = document_uniforms(batch.texts, options.seed)
         keep = draws[:, 0] >= options.eval_fraction
         if selection is not None:
@@ -158,13 +146,8 @@ def strata_report(survey: Survey, selection: StratifiedSelection) -> list[dict]:
     return [{"stratum": key, "documents": survey.strata[key], "sampled": selection.targets[key]} for key in keys]
 
 
-def build_tokenizer(options: TokenizeOptions, progress: Progress | None = None) -> dict:
-    """Train, evaluate and write the tokenizer directory; return the report (also in tokenizer_report.json)."""
-    progress = progress or Progress()
-    started = time.perf_counter()
-    check_options(options)
-    stratify = StratifyBy.parse(options.stratify_by) if options.stratify_by else None
-    output = prepare_output(options.output, options.overwrite)
+def list_and_check_inputs(options: TokenizeOptions, stratify: StratifyBy | None) -> list[corpus.CorpusFile]:
+    """Every input listed, opened and (Parquet) checked for its columns before any work."""
     files = corpus.list_inputs(list(options.inputs))
     if stratify is not None and any(file.format == "text" for file in files):
         raise TokenizeError(f"--stratify-by {stratify}: plain text files have no fields; "
@@ -173,91 +156,127 @@ def build_tokenizer(options: TokenizeOptions, progress: Progress | None = None) 
     corpus.check_readable(files)
     if sum(file.size for file in files) == 0 or (parquet_rows == 0 and all(f.format == corpus.PARQUET for f in files)):
         raise TokenizeError(f"the input is empty: {len(files)} file(s) without a single document")
+    return files
+
+
+def check_survey(survey: Survey, stratify: StratifyBy | None) -> None:
+    if survey.documents == 0:
+        dropped = ", ".join(f"{reason} {count:,}" for reason, count in sorted(survey.drops.items()))
+        raise TokenizeError(f"the input holds no usable document ({dropped or 'no records'})")
+    if survey.pool_documents == 0:
+        raise TokenizeError(f"all {survey.documents:,} documents went to the held-out sample; lower --eval-fraction")
+    if stratify is not None and set(survey.strata) == {None}:
+        raise TokenizeError(f"--stratify-by {stratify}: no document has a usable {stratify.field!r} value")
+
+
+def plan_training(survey: Survey, tokenizer, options: TokenizeOptions,
+                  stratify: StratifyBy | None) -> tuple[wordpiece.Alphabet, StratifiedSelection | None]:
+    """The alphabet and the stratified selection; a vocabulary too small for the alphabet is refused here."""
+    alphabet = wordpiece.build_alphabet(survey.characters, tokenizer, options.limit_alphabet)
+    base = alphabet.base_size(options.unused_tokens)
+    if options.vocab_size <= base:
+        raise TokenizeError(
+            f"--vocab-size {options.vocab_size} is too small for this corpus: {len(wordpiece.BERT_SPECIAL_TOKENS)} "
+            f"special tokens, {options.unused_tokens} [unused], {len(alphabet.characters):,} characters and "
+            f"{len(alphabet.continuations):,} ##-continuations already take {base:,} entries; raise --vocab-size "
+            f"above {base:,} or keep fewer characters with --limit-alphabet")
+    selection = StratifiedSelection(survey.strata, options.sample_fraction) if stratify is not None else None
+    if selection is not None and sum(selection.targets.values()) == 0:
+        raise TokenizeError(f"--sample-fraction {options.sample_fraction} samples no document of "
+                            f"{survey.pool_documents:,}; raise it")
+    return alphabet, selection
+
+
+def warnings_for(vocab_size: int, survey: Survey, options: TokenizeOptions) -> list[str]:
+    warnings = []
+    if vocab_size < options.vocab_size:
+        warnings.append(f"the vocabulary has {vocab_size:,} entries, fewer than the {options.vocab_size:,} asked "
+                        f"for: the sample has no more pairs seen at least {options.min_frequency} times")
+    if survey.eval_documents == 0:
+        warnings.append("the held-out sample is empty, so the evaluation fields are null; raise --eval-fraction")
+    return warnings
+
+
+def make_report(options: TokenizeOptions, files: list[corpus.CorpusFile], survey: Survey, alphabet: wordpiece.Alphabet,
+                selection: StratifiedSelection | None, sampled: Counter, evaluation: dict, vocab_size: int,
+                warnings: list[str], seconds: dict) -> dict:
+    return {
+        "format": REPORT_FORMAT,
+        "vocab_size": vocab_size,
+        "vocab_size_requested": options.vocab_size,
+        "special_tokens": {role: index for index, role in enumerate(wordpiece.SPECIAL_TOKEN_ROLES)},
+        "unused_tokens": options.unused_tokens,
+        "alphabet": {"characters": len(alphabet.characters), "continuations": len(alphabet.continuations),
+                     "dropped_by_limit": alphabet.dropped},
+        "sampled_documents": sampled["documents"],
+        "eval_documents": survey.eval_documents,
+        "documents": {"usable": survey.documents, "dropped": dict(sorted(survey.drops.items())),
+                      "pool": survey.pool_documents, "sampled": sampled["documents"],
+                      "held_out": survey.eval_documents},
+        "sampling": {"method": "stratified" if selection is not None else "bernoulli",
+                     "stratify_by": options.stratify_by,
+                     "strata": strata_report(survey, selection) if selection is not None else None},
+        "evaluation": evaluation,
+        "warnings": warnings,
+        "seconds": seconds,
+        "inputs": [file.name for file in files],
+        "options": {name: value for name, value in asdict(options).items() if name not in ("output", "overwrite")},
+    }
+
+
+def publish_tokenizer(tokenizer, report: dict, options: TokenizeOptions, staging: Path, output: Path) -> None:
+    """Stage the tokenizer files, move them into place, then write the report, the mark of a finished run."""
+    files = staging / "tokenizer"
+    files.mkdir()
+    wordpiece.save(tokenizer, files, options.lowercase, options.model_max_length)
+    entries = [(str(files / name), name) for name in wordpiece.TOKENIZER_FILES]
+    storage.publish(str(staging), str(output), entries, marker=REPORT_FILE)
+    storage.write_json_atomic(str(output / REPORT_FILE), report, sort_keys=False)
+
+
+def build_tokenizer(options: TokenizeOptions, progress: Progress | None = None) -> dict:
+    """Train, evaluate and write the tokenizer directory; return the report (also in tokenizer_report.json)."""
+    progress = progress or Progress("pipeline.tokenize")
+    started = time.perf_counter()
+    check_options(options)
+    stratify = StratifyBy.parse(options.stratify_by) if options.stratify_by else None
+    output = prepare_output(options.output, options.overwrite)
+    files = list_and_check_inputs(options, stratify)
     progress.say(f"{len(files)} input file(s), {sum(file.size for file in files) / 1e6:,.1f} MB")
     tokenizer = wordpiece.bert_tokenizer(options.lowercase)
-
-    with tempfile.TemporaryDirectory(prefix=f".{output.name}.tmp-", dir=output.parent) as work:
-        work_dir = Path(work)
-        with open(work_dir / "held_out.jsonl", "w", encoding="utf-8") as eval_file:
+    staging = Path(storage.staging_dir(str(output)))
+    storage.delete(str(staging))  # leftovers of an interrupted run
+    staging.mkdir(parents=True)
+    try:
+        with open(staging / "held_out.jsonl", "w", encoding="utf-8") as eval_file:
             survey = survey_corpus(files, options, stratify, eval_file, progress)
-        survey_seconds = time.perf_counter() - started
-        if survey.documents == 0:
-            dropped = ", ".join(f"{reason} {count:,}" for reason, count in sorted(survey.drops.items()))
-            raise TokenizeError(f"the input holds no usable document ({dropped or 'no records'})")
-        if survey.pool_documents == 0:
-            raise TokenizeError(f"all {survey.documents:,} documents went to the held-out sample; "
-                                "lower --eval-fraction")
-        if stratify is not None and set(survey.strata) == {None}:
-            raise TokenizeError(f"--stratify-by {stratify}: no document has a usable {stratify.field!r} value")
-        alphabet = wordpiece.build_alphabet(survey.characters, tokenizer, options.limit_alphabet)
-        base = alphabet.base_size(options.unused_tokens)
-        if options.vocab_size <= base:
-            raise TokenizeError(
-                f"--vocab-size {options.vocab_size} is too small for this corpus: {len(wordpiece.BERT_SPECIAL_TOKENS)} "
-                f"special tokens, {options.unused_tokens} [unused], {len(alphabet.characters):,} characters and "
-                f"{len(alphabet.continuations):,} ##-continuations already take {base:,} entries; raise --vocab-size "
-                f"above {base:,} or keep fewer characters with --limit-alphabet")
-        selection = StratifiedSelection(survey.strata, options.sample_fraction) if stratify is not None else None
-        if selection is not None and sum(selection.targets.values()) == 0:
-            raise TokenizeError(f"--sample-fraction {options.sample_fraction} samples no document of "
-                                f"{survey.pool_documents:,}; raise it")
+        seconds = {"survey": round(time.perf_counter() - started, 3)}
+        check_survey(survey, stratify)
+        alphabet, selection = plan_training(survey, tokenizer, options, stratify)
         progress.say(f"survey: {survey.documents:,} documents ({survey.eval_documents:,} held out), "
                      f"{len(alphabet.characters):,} characters; training")
 
-        training_started = time.perf_counter()
-        sampled: Counter = Counter()
+        phase_started, sampled = time.perf_counter(), Counter()
         tokenizer = wordpiece.train(tokenizer, training_batches(files, options, stratify, selection, sampled, progress),
                                     alphabet, options.vocab_size, options.min_frequency, options.unused_tokens)
-        training_seconds = time.perf_counter() - training_started
+        seconds["training"] = round(time.perf_counter() - phase_started, 3)
         if sampled["documents"] == 0:
             raise TokenizeError(f"--sample-fraction {options.sample_fraction} samples no document of "
                                 f"{survey.pool_documents:,}; raise it")
 
         progress.say(f"evaluating on {survey.eval_documents:,} held-out documents")
-        evaluation_started = time.perf_counter()
-        evaluation = evaluate(tokenizer, held_out_texts(work_dir / "held_out.jsonl"))
-        evaluation_seconds = time.perf_counter() - evaluation_started
-
+        phase_started = time.perf_counter()
+        evaluation = evaluate(tokenizer, held_out_texts(staging / "held_out.jsonl"))
+        seconds["evaluation"] = round(time.perf_counter() - phase_started, 3)
         vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
-        warnings = []
-        if vocab_size < options.vocab_size:
-            warnings.append(f"the vocabulary has {vocab_size:,} entries, fewer than the {options.vocab_size:,} asked "
-                            f"for: the sample has no more pairs seen at least {options.min_frequency} times")
-        if survey.eval_documents == 0:
-            warnings.append("the held-out sample is empty, so the evaluation fields are null; raise --eval-fraction")
+        warnings = warnings_for(vocab_size, survey, options)
         for warning in warnings:
             progress.say(f"warning: {warning}")
-
-        report = {
-            "format": REPORT_FORMAT,
-            "vocab_size": vocab_size,
-            "vocab_size_requested": options.vocab_size,
-            "special_tokens": {role: index for index, role in enumerate(wordpiece.SPECIAL_TOKEN_ROLES)},
-            "unused_tokens": options.unused_tokens,
-            "alphabet": {"characters": len(alphabet.characters), "continuations": len(alphabet.continuations),
-                         "dropped_by_limit": alphabet.dropped},
-            "sampled_documents": sampled["documents"],
-            "eval_documents": survey.eval_documents,
-            "documents": {"usable": survey.documents, "dropped": dict(sorted(survey.drops.items())),
-                          "pool": survey.pool_documents, "sampled": sampled["documents"],
-                          "held_out": survey.eval_documents},
-            "sampling": {"method": "stratified" if stratify else "bernoulli", "stratify_by": options.stratify_by,
-                         "strata": strata_report(survey, selection) if selection is not None else None},
-            "evaluation": evaluation,
-            "warnings": warnings,
-            "seconds": {"survey": round(survey_seconds, 3), "training": round(training_seconds, 3),
-                        "evaluation": round(evaluation_seconds, 3),
-                        "total": round(time.perf_counter() - started, 3)},
-            "inputs": [file.name for file in files],
-            "options": {name: value for name, value in asdict(options).items() if name not in ("output", "overwrite")},
-        }
-        staging = work_dir / "tokenizer"
-        staging.mkdir()
-        wordpiece.save(tokenizer, staging, options.lowercase, options.model_max_length)
-        with open(staging / REPORT_FILE, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-        if output.exists():
-            output.rename(work_dir / "replaced")
-        staging.rename(output)
+        seconds["total"] = round(time.perf_counter() - started, 3)
+        report = make_report(options, files, survey, alphabet, selection, sampled, evaluation, vocab_size, warnings,
+                             seconds)
+        publish_tokenizer(tokenizer, report, options, staging, output)
+    finally:
+        storage.delete(str(staging))
     progress.say(f"wrote {output}")
     return report

@@ -95,12 +95,22 @@ def check_readable(files: list[CorpusFile]) -> None:
 
 
 def read_batches(files: list[CorpusFile], text_field: str, value_field: str | None, drops: Counter,
-                 batch_rows: int = BATCH_ROWS) -> Iterator[Batch]:
-    """The usable documents of every file, in order, `batch_rows` at a time; drops are counted by reason."""
+                 batch_rows: int = BATCH_ROWS, limit: int | None = None) -> Iterator[Batch]:
+    """The usable documents of every file, in order, `batch_rows` at a time; drops are counted by reason.
+
+    With a limit, only the first `limit` usable documents (--limit: the same ones in both passes).
+    """
+    remaining = limit
     for file in files:
         reader = _parquet_batches if file.format == PARQUET else _line_batches
         try:
-            yield from reader(file, text_field, value_field, drops, batch_rows)
+            for batch in reader(file, text_field, value_field, drops, batch_rows):
+                if remaining is not None and len(batch.texts) >= remaining:
+                    yield Batch(batch.texts[:remaining], batch.values[:remaining] if batch.values is not None else None)
+                    return
+                if remaining is not None:
+                    remaining -= len(batch.texts)
+                yield batch
         except READ_ERRORS as error:
             raise TokenizeError(f"{file.name}: read failed: {error}") from error
 
