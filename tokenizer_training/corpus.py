@@ -21,14 +21,11 @@ import zstandard
 
 from tokenizer_training.errors import TokenizeError
 from transforms import reading, storage
+from transforms.drop_reasons import EMPTY_TEXT, INVALID_UNICODE, LINE_TOO_LONG, NULL_TEXT
 
 PARQUET = "parquet"
 BATCH_ROWS = 8192
 MAX_LINE_BYTES = 64 << 20
-# Drop reasons beyond transforms.reading's (which name the line-level ones).
-NULL_TEXT = "null_text"
-EMPTY_TEXT = "empty_text"
-INVALID_UNICODE = "invalid_unicode"  # a JSON \ud800 escape: a lone surrogate no encoder accepts
 READ_ERRORS = (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError, pa.ArrowException)
 
 
@@ -148,7 +145,7 @@ def _line_batches(file: CorpusFile, text_field: str, value_field: str | None, dr
         values: list = []
         for line in lines:
             if line is None:
-                drops[reading.LINE_TOO_LONG] += 1
+                drops[LINE_TOO_LONG] += 1
                 continue
             parsed = reading.parse_line(line, file.format, fields, columns)
             if isinstance(parsed, str):

@@ -3,7 +3,8 @@
 A file is read as bytes in fixed-size chunks and split on b"\\n", so a single line of
 many megabytes never needs more than `max_line_bytes` of memory: a longer line is skipped
 to its end and reported. Each line is then parsed by format into a record (id, text,
-kept fields) or a reject with a reason. Every line read becomes exactly one of the two.
+kept fields) or a reject with a reason (transforms.drop_reasons). Every line read becomes
+exactly one of the two. docs/run.md describes the formats and the ids.
 """
 from __future__ import annotations
 
@@ -14,35 +15,15 @@ import re
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
+from transforms.drop_reasons import (BAD_FIELD, BAD_ID, BLANK_LINE, INVALID_UTF8, MALFORMED_JSON, MALFORMED_ROW,
+                                    MISSING_TEXT, NOT_AN_OBJECT, TEXT_NOT_STRING)
 from transforms.storage import READ_CHUNK_BYTES, strip_compression_suffix
 
 FORMATS = ("text", "jsonl", "tsv", "csv")
 FORMAT_BY_SUFFIX = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".tsv": "tsv", ".csv": "csv",
                     ".txt": "text", ".text": "text"}
 REJECTED_RAW_CHARS = 1000
-
-# Drop reasons for lines that are not records (they also go to rejected/).
-INVALID_UTF8 = "invalid_utf8"
-MALFORMED_JSON = "malformed_json"
-NOT_AN_OBJECT = "json_not_an_object"
-MISSING_TEXT = "missing_text"
-TEXT_NOT_STRING = "text_not_string"
-MALFORMED_ROW = "malformed_row"
-LINE_TOO_LONG = "line_too_long"
-READ_ERROR = "read_error"
-BAD_FIELD = "bad_field"
-BAD_ID = "bad_id"
-# Drop reasons for records (counted, not written to rejected/).
-BLANK_LINE = "blank_line"
-EMPTY_AFTER_CLEAN = "empty_after_clean"
-TOO_SHORT = "too_short"
-TOO_LONG = "too_long"
-EXACT_DUPLICATE = "exact_duplicate"
-NEAR_DUPLICATE = "near_duplicate"
-# Every reason a line can be dropped, in the order of the data's path: stats.json reports them.
-DROP_REASONS = (INVALID_UTF8, MALFORMED_JSON, NOT_AN_OBJECT, MISSING_TEXT, TEXT_NOT_STRING, MALFORMED_ROW, BAD_ID,
-                BAD_FIELD, LINE_TOO_LONG, READ_ERROR, BLANK_LINE, EMPTY_AFTER_CLEAN, TOO_SHORT, TOO_LONG,
-                EXACT_DUPLICATE, NEAR_DUPLICATE)
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 class InputFormatError(ValueError):
@@ -151,7 +132,10 @@ def _convert(value: object, kind: str) -> object:
     if kind == "int":
         if isinstance(value, bool):
             raise ValueError("a boolean is not an int")
-        return int(value)
+        value = int(value)
+        if not INT64_MIN <= value <= INT64_MAX:  # the Parquet column is int64
+            raise ValueError("out of the int64 range")
+        return value
     return float(value)
 
 
