@@ -33,8 +33,10 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "direct": Preset("DirectRunner, one in-memory worker (pipeline.run's default)", direct.in_memory_options),
-    "direct-multiprocess": Preset("DirectRunner, one worker process per core", direct.multiprocess_options),
+    "direct": Preset("Beam's in-process FnApiRunner, one in-memory worker (the default)", direct.in_memory_options),
+    "direct-multiprocess": Preset("Beam's in-process FnApiRunner, one worker process per core",
+                                  direct.multiprocess_options),
+    "prism": Preset("Beam's Go Prism runner (downloaded by Beam on first use; not tested here)", direct.prism_options),
     "portable-embedded": Preset("PortableRunner with Beam's embedded job server, LOOPBACK workers",
                                 portable.embedded_options),
     "dataflow": Preset("Google Cloud Dataflow, autoscaling n2-standard-4 workers, Dataflow Shuffle",
@@ -126,8 +128,9 @@ def expand_preset(beam_args: list[str]) -> list[str]:
 
 
 def pipeline_options(beam_args: list[str]):
-    """The `PipelineOptions` of a pipeline command: `--preset` expanded; by default DirectRunner
-    with one in-memory worker, whose workers log warnings only, not every bundle.
+    """The `PipelineOptions` of a pipeline command: `--preset` expanded; by default Beam's
+    in-process FnApiRunner with one in-memory worker (runners/direct.py says why not
+    DirectRunner), whose workers log warnings only, not every bundle.
 
     Measured on 2 cores (BENCHMARKS.md), DirectRunner's multi_processing mode is slower for
     both pipelines, with 2.5-3.5x the memory: every batch crosses gRPC twice and each worker
@@ -140,7 +143,7 @@ def pipeline_options(beam_args: list[str]):
     options = PipelineOptions(expand_preset(beam_args))
     standard = options.view_as(StandardOptions)
     if standard.runner is None:
-        standard.runner = "DirectRunner"
+        standard.runner = direct.IN_PROCESS_RUNNER
     worker = options.view_as(WorkerOptions)
     if worker.default_sdk_harness_log_level is None:
         worker.default_sdk_harness_log_level = "WARNING"

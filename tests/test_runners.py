@@ -57,20 +57,26 @@ def train_tokenizer(texts: list[str], directory: Path) -> Path:
 # ---------------------------------------------------------------- presets
 
 
+def test_the_default_runner_is_the_in_process_one_never_prism():
+    """DirectRunner would switch to the Prism runner on a machine with internet; the default must not."""
+    assert pipeline_options([]).view_as(StandardOptions).runner == "FnApiRunner"
+    assert pipeline_options(["--runner", "DirectRunner"]).view_as(StandardOptions).runner == "DirectRunner"  # asked
+
+
 def test_no_preset_leaves_the_arguments_alone():
     args = ["--runner", "DirectRunner", "--direct_num_workers", "2", "--experiments=a"]
     assert expand_preset(args) == args
 
 
-@pytest.mark.parametrize("name, runner", [("direct", "DirectRunner"), ("direct-multiprocess", "DirectRunner"),
-                                          ("portable-embedded", "PortableRunner")])
+@pytest.mark.parametrize("name, runner", [("direct", "FnApiRunner"), ("direct-multiprocess", "FnApiRunner"),
+                                          ("portable-embedded", "PortableRunner"), ("prism", "PrismRunner")])
 def test_local_presets_give_beam_options(name, runner):
     options = PipelineOptions(expand_preset(["--preset", name]))
     assert options.view_as(StandardOptions).runner == runner
     if name == "portable-embedded":
         portable = options.view_as(PortableOptions)
         assert (portable.job_endpoint, portable.environment_type) == ("embed", "LOOPBACK")
-    else:
+    elif name != "prism":
         direct = options.get_all_options()
         expected = ("in_memory", 1) if name == "direct" else ("multi_processing", 0)  # 0: one process per core
         assert (direct["direct_running_mode"], direct["direct_num_workers"]) == expected
