@@ -27,11 +27,10 @@ from typing import Iterable
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4
-SPECIAL_TOKEN_ROLES = ("pad", "unk", "cls", "sep", "mask")
+from transforms.special_tokens import BERT_SPECIAL_TOKENS, SPECIAL_TOKEN_ROLES, TOKENIZER_FILES  # noqa: F401 (re-exported)
+
 CONTINUATION = "##"
 CODE_POINTS = 0x110000
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def unused_tokens(count: int) -> list[str]:
@@ -139,7 +138,7 @@ def _json(value: dict) -> str:
 
 
 def save(tokenizer: Tokenizer, directory: Path, lowercase: bool, model_max_length: int) -> None:
-    """Write the four tokenizer files (contract 2) into an existing directory."""
+    """Write the four tokenizer files (koforge-tokenizer/1, docs/formats.md) into an existing directory."""
     contents = {
         "vocab.txt": "".join(token + "\n" for token in vocabulary(tokenizer)),
         "tokenizer.json": tokenizer.to_str(pretty=True) + "\n",

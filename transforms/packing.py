@@ -1,4 +1,7 @@
-"""Pure, Beam-free pieces of `pipeline.shard`: tokenize a batch, assign documents, pack sequences.
+"""Packing primitives of `pipeline.shard`: tokenize texts, hash documents to splits and buckets, pack rows.
+
+The stages built from them are in transforms/shard_stages.py; the rules below are also in
+docs/shard.md#packing.
 
 Documents travel as one flat token array plus one length per document (the Arrow list
 layout), so a batch of thousands of ~35-character comments is a few numpy arrays, never a
@@ -26,11 +29,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import pyarrow as pa
-
-from transforms.hashing import text_hashes
-
-PACKINGS = ("concat", "none")
 
 
 def batch_bounds(char_lengths: np.ndarray, max_rows: int, max_chars: int) -> list[tuple[int, int]]:
@@ -54,8 +52,8 @@ def encode_texts(tokenizer, texts: Sequence[str], max_rows: int = 1024, max_char
     max_rows texts and max_chars characters, which bounds the tokenizer's memory (~40 bytes
     per id while a batch is held). Batch k+1 is tokenized on a helper thread (tokenizers
     releases the GIL) while this thread streams batch k's ids into numpy one encoding at a
-    time (holding every `.ids` list at once costs 2-3x as much). Small batches are faster:
-    on NSMC, 1,024 texts per batch tokenized 8% faster than 8,192 (bench/results/shard.md).
+    time (holding every `.ids` list at once costs 2-3x as much). 1,024 texts per batch was
+    measured faster than 8,192 on NSMC (the setup: BENCHMARKS.md#token-shards-pipelineshard).
     """
     bounds = batch_bounds(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), max_rows, max_chars)
     flats, lengths = [np.zeros(0, np.uint32)], [np.zeros(0, np.int64)]
@@ -76,14 +74,6 @@ def encode_texts(tokenizer, texts: Sequence[str], max_rows: int = 1024, max_char
         if pending is not None:
             collect(pending.result())
     return np.concatenate(flats), np.concatenate(lengths)
-
-
-def document_hashes(ids: pa.Array | Sequence[str], seed: int) -> np.ndarray:
-    """Two independently keyed uint64 hashes per document id, [n, 2], stable across runs and machines.
-
-    Column 0 decides the split, column 1 the shard bucket (`transforms.hashing.text_hashes`).
-    """
-    return text_hashes(ids, seed)
 
 
 def is_validation(split_hashes: np.ndarray, fraction: float) -> np.ndarray:

@@ -1,7 +1,8 @@
-"""Token shards on disk: the Arrow IPC files and manifest.json written by `pipeline.shard`.
+"""Token shards on disk (`koforge-token-shards/1`): the Arrow IPC files and manifest.json of pipeline.shard.
 
-Layout (contract 3): `DIR/manifest.json` (written last), `DIR/tokenizer/` (a copy of the
-tokenizer files), `DIR/train/shard-XXXXX.arrow` and `DIR/validation/shard-XXXXX.arrow`.
+Layout (docs/formats.md#token-shards-koforge-token-shards1): `DIR/manifest.json` (written
+last), `DIR/tokenizer/` (a copy of the tokenizer files), `DIR/train/shard-XXXXX.arrow` and
+`DIR/validation/shard-XXXXX.arrow`.
 Each shard is an Arrow IPC *file* holding one record batch with one column `input_ids`
 of type fixed_size_list<uint16|uint32>[seq_len]; rows are `[CLS] ... [SEP]` padded with
 [PAD] at the end.
@@ -24,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from transforms.special_tokens import TOKENIZER_FILES
 from transforms.storage import file_sha256, join, resolve, write_bytes_atomic
 
 FORMAT = "koforge-token-shards/1"
@@ -31,19 +33,11 @@ MANIFEST_NAME = "manifest.json"
 TOKENIZER_SUBDIR = "tokenizer"
 SPLITS = ("train", "validation")
 COLUMN = "input_ids"
-# The files that define how text becomes ids. tokenizer_report.json (statistics, timings)
-# is copied along but left out, so re-running the same training does not change the print.
-FINGERPRINT_FILES = ("special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt")
-SPECIAL_TOKEN_ROLES = ("pad", "unk", "cls", "sep", "mask")
 DTYPES = {"uint16": (np.uint16, pa.uint16()), "uint32": (np.uint32, pa.uint32())}
 
 
 class TokenShardError(ValueError):
     """A token shard directory (or a file in it) is missing, damaged or inconsistent."""
-
-
-
-
 
 
 def narrowest_dtype(vocab_size: int) -> str:
@@ -66,7 +60,7 @@ def tokenizer_fingerprint(tokenizer_dir: str) -> str:
     fs, base = resolve(tokenizer_dir)
     digest = hashlib.sha256()
     found = 0
-    for name in sorted(FINGERPRINT_FILES):
+    for name in sorted(TOKENIZER_FILES):  # tokenizer_report.json is copied along but left out
         path = join(base, name)
         if fs.get_file_info(path).type != pafs.FileType.File:
             continue
@@ -75,7 +69,7 @@ def tokenizer_fingerprint(tokenizer_dir: str) -> str:
         digest.update(name.encode("utf-8") + b"\0" + len(data).to_bytes(8, "little") + data)
         found += 1
     if not found:
-        raise TokenShardError(f"{tokenizer_dir}: no tokenizer files ({', '.join(FINGERPRINT_FILES)})")
+        raise TokenShardError(f"{tokenizer_dir}: no tokenizer files ({', '.join(TOKENIZER_FILES)})")
     return "sha256:" + digest.hexdigest()
 
 
@@ -88,7 +82,7 @@ def write_shard(path: str, sequences: np.ndarray, dtype: str, pad_id: int = 0) -
     """Write sequences [n, seq_len] as an Arrow IPC file, atomically; return (sha256, n_tokens).
 
     The file appears under its final name only once complete (temp name + rename).
-    n_tokens counts the ids that are not `pad_id` ([PAD] is 0 by contract).
+    n_tokens counts the ids that are not `pad_id` ([PAD] is 0 in koforge-tokenizer/1).
     """
     if dtype not in DTYPES:
         raise TokenShardError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -107,12 +101,6 @@ def write_shard(path: str, sequences: np.ndarray, dtype: str, pad_id: int = 0) -
     data = sink.getvalue()
     write_bytes_atomic(path, data)
     return hashlib.sha256(data).hexdigest(), int(np.count_nonzero(sequences != pad_id))
-
-
-
-
-
-
 
 
 def _safe_relative(shard_dir: str, relative: object) -> str:
