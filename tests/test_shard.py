@@ -1,9 +1,13 @@
-"""pipeline.shard and transforms.packing: packing rules, round trips, counts, determinism, refusals."""
+"""pipeline.shard, its stages (transforms.shard_stages) and transforms.packing: packing rules, the stage
+functions on hand-made input, round trips, counts, determinism, the command line, refusals."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,23 +19,20 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import BertTokenizerFast
 
-from pipeline import shard
+from pipeline import beam_shard, shard
+from pipeline.cli import LOCK_FILE
 from pipeline.sample_corpus import sample_records
+from transforms import shard_stages as stages
 from transforms import token_shards as ts
 from transforms.clean import clean_text
-from transforms.packing import (
-    bucket_count,
-    document_hashes,
-    is_validation,
-    pack_concat,
-    pack_none,
-    shard_buckets,
-    take_documents,
-)
+from transforms.hashing import text_hashes
+from transforms.packing import bucket_count, is_validation, pack_concat, pack_none, shard_buckets, take_documents
+from transforms.special_tokens import BERT_SPECIAL_TOKENS, SPECIAL_TOKEN_ROLES, special_token_names
 
 ROOT = Path(__file__).resolve().parent.parent
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+SPECIALS = list(BERT_SPECIAL_TOKENS)
 PAD, CLS, SEP = 0, 2, 3
+SPECIAL_IDS = {"pad": PAD, "unk": 1, "cls": CLS, "sep": SEP, "mask": 4}
 SEQ_LEN = 32
 SHARD_TOKENS = 12_000
 FRACTION = 0.1
@@ -197,7 +198,7 @@ def test_take_documents_equals_slicing_each_document(lengths, data):
 def test_duplicate_ids_get_one_order_whatever_the_arrival():
     def batch(order):
         ids, docs = ["b", "a", "a"], [[7], [8, 9], [5, 5]]
-        return shard.DocBatch(
+        return stages.DocBatch(
             pa.array([ids[i] for i in order]), np.array(order, dtype=np.uint64),
             np.array(sum((docs[i] for i in order), []), dtype=np.uint32), np.array([len(docs[i]) for i in order]),
         ).sorted_by_id()
@@ -209,11 +210,11 @@ def test_duplicate_ids_get_one_order_whatever_the_arrival():
 
 
 def test_split_and_bucket_hashes_are_stable():
-    hashes = document_hashes(["a", "b", "c"], seed=0)
+    hashes = text_hashes(["a", "b", "c"], seed=0)
     assert hashes.dtype == np.uint64 and hashes.shape == (3, 2)
-    np.testing.assert_array_equal(hashes, document_hashes(["a", "b", "c"], seed=0))
-    assert not np.array_equal(hashes, document_hashes(["a", "b", "c"], seed=1))
-    many = document_hashes([f"doc{i}" for i in range(20000)], seed=0)
+    np.testing.assert_array_equal(hashes, text_hashes(["a", "b", "c"], seed=0))
+    assert not np.array_equal(hashes, text_hashes(["a", "b", "c"], seed=1))
+    many = text_hashes([f"doc{i}" for i in range(20000)], seed=0)
     assert 0.08 < is_validation(many[:, 0], 0.1).mean() < 0.12
     assert not is_validation(many[:, 0], 0.0).any()
     assert np.bincount(shard_buckets(many[:, 1], 4), minlength=4).min() > 4500
@@ -224,14 +225,14 @@ def test_split_and_bucket_hashes_are_stable():
 
 
 def _save_tokenizer(tokenizer: Tokenizer, path: Path) -> Path:
-    """Contract 2 layout: tokenizer.json, tokenizer_config.json, vocab.txt, special_tokens_map.json."""
+    """The koforge-tokenizer/1 layout: tokenizer.json, tokenizer_config.json, vocab.txt, special_tokens_map.json."""
     BertTokenizerFast(
         tokenizer_object=tokenizer, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
         mask_token="[MASK]", do_lower_case=False,
     ).save_pretrained(str(path))
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
     (path / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
-    roles = dict(zip(["pad_token", "unk_token", "cls_token", "sep_token", "mask_token"], SPECIALS))
+    roles = {f"{role}_token": token for role, token in zip(SPECIAL_TOKEN_ROLES, SPECIALS)}
     (path / "special_tokens_map.json").write_text(json.dumps(roles), encoding="utf-8")
     return path
 
@@ -244,7 +245,7 @@ def _bert_pieces(tokenizer: Tokenizer) -> Tokenizer:
 
 
 def _write_corpus(root: Path, ids: list[str], texts: list[str]) -> Path:
-    """A clean-corpus directory (contract 1): two Parquet parts, rows sorted by id, extra columns carried.
+    """A clean-corpus directory (koforge-clean-corpus/1): two Parquet parts, rows sorted by id, extra columns carried.
 
     The parts interleave (even and odd positions in id order), so reading them one after the
     other is not id order: only the pipeline's own sort can give the documented order.
@@ -290,23 +291,33 @@ def corpus(tmp_path_factory) -> dict:
     }
 
 
+def shard_args(corpus: dict, output: Path, *extra: str, tokenizer: Path | None = None,
+               input_dir: Path | None = None) -> list[str]:
+    return ["--input", str(input_dir or corpus["corpus"]), "--tokenizer", str(tokenizer or corpus["tokenizer"]),
+            "--output", str(output), "--seq-len", str(SEQ_LEN), "--shard-tokens", str(SHARD_TOKENS),
+            "--validation-fraction", str(FRACTION), "--quiet", *extra]
+
+
+def exit_status(argv: list[str]) -> int:
+    """pipeline.shard's exit status in this process: main's return value, or argparse's SystemExit code."""
+    try:
+        return shard.main(argv)
+    except SystemExit as exit_info:
+        return exit_info.code
+
+
 def run_shard(corpus: dict, output: Path, *extra: str, tokenizer: Path | None = None, input_dir: Path | None = None) -> dict:
-    """pipeline.shard in this process (default runner: DirectRunner, in memory); return the verified manifest."""
-    code = shard.main([
-        "--input", str(input_dir or corpus["corpus"]), "--tokenizer", str(tokenizer or corpus["tokenizer"]),
-        "--output", str(output), "--seq-len", str(SEQ_LEN), "--shard-tokens", str(SHARD_TOKENS),
-        "--validation-fraction", str(FRACTION), *extra,
-    ])
-    assert code == 0
+    """pipeline.shard in this process (default runner: in memory); return the verified manifest."""
+    assert shard.main(shard_args(corpus, output, *extra, tokenizer=tokenizer, input_dir=input_dir)) == 0
     return ts.load_manifest(str(output))
 
 
 def expected_layout(corpus: dict, tokenizer_dir: Path, shard_tokens: int = SHARD_TOKENS) -> dict:
     """Per split, per non-empty shard bucket, the document ids in the documented order (bucket, then id)."""
-    tokenizer = shard.load_tokenizer(str(tokenizer_dir / "tokenizer.json"))
+    tokenizer = stages.load_tokenizer(str(tokenizer_dir / "tokenizer.json"))
     ids = corpus["ids"]
     encoded = {i: e.ids for i, e in zip(ids, tokenizer.encode_batch(corpus["texts"], add_special_tokens=False))}
-    hashes = document_hashes(ids, seed=0)
+    hashes = text_hashes(ids, seed=0)
     validation = is_validation(hashes[:, 0], FRACTION)
     layout = {}
     for split, members in (("train", np.flatnonzero(~validation)), ("validation", np.flatnonzero(validation))):
@@ -407,7 +418,7 @@ def test_validation_and_train_never_share_a_document(corpus, concat_run):
 
 
 def test_special_tokens_in_text_are_tokenized_as_text(corpus, concat_run):
-    tokenizer = shard.load_tokenizer(str(corpus["tokenizer"] / "tokenizer.json"))
+    tokenizer = stages.load_tokenizer(str(corpus["tokenizer"] / "tokenizer.json"))
     ids = tokenizer.encode("좋아요 [SEP] 진짜 [CLS] 최고", add_special_tokens=False).ids
     assert SEP not in ids and CLS not in ids
 
@@ -462,40 +473,300 @@ def test_large_vocabulary_gets_uint32(corpus, tmp_path):
 def test_refuses_to_overwrite_without_the_flag(corpus, tmp_path, capsys):
     output = tmp_path / "out"
     run_shard(corpus, output, "--seq-len", "16")
-    with pytest.raises(SystemExit) as exit_info:
-        run_shard(corpus, output)
-    assert exit_info.value.code == 2
+    assert exit_status(shard_args(corpus, output)) == 2
     assert "already holds token shards (manifest.json); pass --overwrite" in capsys.readouterr().err
     assert ts.load_manifest(str(output))["seq_len"] == 16  # untouched
     manifest = run_shard(corpus, output, "--overwrite")
     assert manifest["seq_len"] == SEQ_LEN
     assert sorted(p.name for p in output.iterdir()) == ["manifest.json", "tokenizer", "train", "validation"]
-    (output / "manifest.json").unlink()  # as if finalization had been interrupted
-    with pytest.raises(SystemExit) as exit_info:
-        run_shard(corpus, output)
-    assert exit_info.value.code == 2 and "no manifest.json (an interrupted run?)" in capsys.readouterr().err
+    (output / "manifest.json").unlink()  # as if publishing had been interrupted
+    assert exit_status(shard_args(corpus, output)) == 2
+    assert "no manifest.json (an interrupted run?)" in capsys.readouterr().err
+
+
+def test_overwrite_removes_only_what_shard_writes(corpus, concat_run, tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "notes.txt").write_text("mine", encoding="utf-8")
+    (output / "extra").mkdir()
+    (output / "extra" / "keep.bin").write_bytes(b"keep")
+    run_shard(corpus, output)  # files of other programs are not an earlier run: no --overwrite needed
+    run_shard(corpus, output, "--overwrite")
+    assert (output / "notes.txt").read_text(encoding="utf-8") == "mine"
+    assert (output / "extra" / "keep.bin").read_bytes() == b"keep"
+    assert sorted(p.name for p in output.iterdir()) == ["extra", "manifest.json", "notes.txt", "tokenizer", "train",
+                                                         "validation"]
+    reference = concat_run["output"]
+    for entry in concat_run["manifest"]["splits"]["train"]["shards"]:
+        assert (output / entry["file"]).read_bytes() == (reference / entry["file"]).read_bytes()
+
+
+def test_a_leftover_staging_directory_is_replaced(corpus, concat_run, tmp_path):
+    output = tmp_path / "out"
+    (output / "_temporary" / "train").mkdir(parents=True)
+    (output / "_temporary" / "train" / "bucket-00099.arrow").write_bytes(b"from a killed run")
+    manifest = run_shard(corpus, output)
+    assert manifest["splits"] == concat_run["manifest"]["splits"]
+    assert not (output / "_temporary").exists()
 
 
 def test_null_ids_are_refused_before_work(corpus, tmp_path, capsys):
     pq.write_table(pa.table({"id": ["a", None], "text": ["좋아요", "별로"]}), tmp_path / "nulls.parquet")
-    with pytest.raises(SystemExit) as exit_info:
-        run_shard(corpus, tmp_path / "out", input_dir=tmp_path / "*.parquet")
-    assert exit_info.value.code == 2 and "row group 0 has 1 rows with a null id" in capsys.readouterr().err
+    assert exit_status(shard_args(corpus, tmp_path / "out", input_dir=tmp_path / "*.parquet")) == 2
+    assert "row group 0 has 1 rows with a null id" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda c, t: ["--input", str(t / "nothing")], "not a finished pipeline.run output (no stats.json"),
-    (lambda c, t: ["--input", str(t / "*.parquet")], "no input files match"),
+    (lambda c, t: ["--input", str(t / "nothing")], "no such file or directory"),
+    (lambda c, t: ["--input", str(t / "*.parquet")], "matches no file"),
     (lambda c, t: ["--tokenizer", str(t)], "no tokenizer.json"),
     (lambda c, t: ["--text-field", "body"], "no column 'body'"),
-    (lambda c, t: ["--seq_len", "64"], "did you mean --seq-len"),
+    (lambda c, t: ["--seq_len", "64"], "unknown option --seq_len; did you mean --seq-len?"),
+    (lambda c, t: ["--seq-lenght", "64"], "unknown option --seq-lenght; did you mean --seq-len?"),
     (lambda c, t: ["--seq-len", "2"], "--seq-len must be at least 3"),
     (lambda c, t: ["--validation-fraction", "1.0"], "--validation-fraction must be in"),
-    (lambda c, t: ["--preset", "nope"], "unknown --preset 'nope'"),
+    (lambda c, t: ["--limit", "0"], "argument --limit: 0 is not a positive integer"),
+    (lambda c, t: ["--preset", "nope"], "argument --preset: invalid choice: 'nope'"),
+    (lambda c, t: ["--preset", "dataflow"], "needs --project"),
 ])
 def test_bad_input_is_a_clear_error_before_work(corpus, tmp_path, capsys, change, message):
-    with pytest.raises(SystemExit) as exit_info:
-        run_shard(corpus, tmp_path / "out", *change(corpus, tmp_path))
-    assert exit_info.value.code == 2
+    assert exit_status(shard_args(corpus, tmp_path / "out", *change(corpus, tmp_path))) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def test_json_summary_matches_the_manifest(corpus, tmp_path, capsys):
+    output = tmp_path / "out"
+    capsys.readouterr()
+    run_shard(corpus, output, "--json")
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    manifest = json.loads((output / "manifest.json").read_text(encoding="utf-8"))
+    assert summary["output"] == str(output) and summary["manifest"] == str(output / "manifest.json")
+    assert summary["documents_read"] == manifest["documents_read"] == len(corpus["ids"])
+    for split, info in manifest["splits"].items():
+        assert summary["splits"][split] == {key: value for key, value in info.items() if key != "shards"} | {
+            "shards": len(info["shards"])}
+    counters = summary["counters"]
+    assert counters["documents_read"] == manifest["documents_read"]
+    assert counters["sequences_written"] == sum(info["sequences"] for info in manifest["splits"].values())
+    assert counters["tokens_written"] == sum(info["tokens"] for info in manifest["splits"].values())
+    assert counters["shards_written"] == sum(len(info["shards"]) for info in manifest["splits"].values())
+    assert captured.err == ""  # --quiet: no progress lines
+
+
+def test_human_summary_by_default_and_progress_on_stderr(corpus, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(shard.cli, "PROGRESS_SECONDS", 0.0)
+    args = [arg for arg in shard_args(corpus, tmp_path / "out") if arg != "--quiet"]
+    assert shard.main(args) == 0
+    captured = capsys.readouterr()
+    manifest = ts.load_manifest(str(tmp_path / "out"))
+    sequences = sum(info["sequences"] for info in manifest["splits"].values())
+    assert captured.out.startswith(f"{tmp_path / 'out'}: {sequences:,} sequences of {SEQ_LEN} ids (uint16)")
+    assert f"{len(corpus['ids']):,} documents read" in captured.out and "manifest: " in captured.out
+    assert "pipeline.shard [" in captured.err and "documents;" in captured.err and "publishing" in captured.err
+
+
+def test_limit_reads_exactly_the_first_documents(corpus, tmp_path):
+    """--limit N gives the shards of exactly the first N rows, in file and row order, and nothing else."""
+    parts = sorted((corpus["corpus"] / "clean").glob("*.parquet"))
+    first_part_rows = pq.ParquetFile(parts[0]).metadata.num_rows
+    limit = first_part_rows + 7  # crosses into the second file
+    first_rows = pa.concat_tables([pq.read_table(path) for path in parts]).slice(0, limit)
+    (tmp_path / "first").mkdir()
+    pq.write_table(first_rows, tmp_path / "first" / "rows.parquet")
+    limited = run_shard(corpus, tmp_path / "limited", "--limit", str(limit))
+    exact = run_shard(corpus, tmp_path / "exact", input_dir=tmp_path / "first" / "rows.parquet")
+    assert limited["documents_read"] == limit
+    assert sum(info["documents"] + info["empty_documents"] for info in limited["splits"].values()) == limit
+    assert limited["options"]["limit"] == limit and exact["options"]["limit"] is None
+    assert limited["splits"] == exact["splits"]  # the same shard bytes (sha256 in the entries)
+
+
+def test_a_held_lock_refuses_a_second_run(corpus, tmp_path, capsys):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / LOCK_FILE).write_text(f"{socket.gethostname()} {os.getpid()}\n", encoding="utf-8")  # a live process
+    assert exit_status(shard_args(corpus, output)) == 2
+    assert "is being written by another run" in capsys.readouterr().err
+    assert sorted(p.name for p in output.iterdir()) == [LOCK_FILE]  # nothing staged, nothing published
+    (output / LOCK_FILE).write_text(f"{socket.gethostname()} {2**22 + 12345}\n", encoding="utf-8")  # a dead one
+    run_shard(corpus, output)
+    assert not (output / LOCK_FILE).exists()
+
+
+def test_ctrl_c_publishes_nothing(corpus, tmp_path, capsys, monkeypatch):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(beam_shard, "run", interrupted)
+    output = tmp_path / "out"
+    assert shard.main(shard_args(corpus, output)) == 130
+    assert "interrupted; nothing was published" in capsys.readouterr().err
+    assert sorted(p.name for p in output.iterdir()) == ["_temporary"]  # staged only; the next run replaces it
+
+
+def test_help_lists_preset_and_imports_neither_beam_nor_tokenizers():
+    code = ("import sys; from pipeline import shard; text = shard.build_parser().format_help(); "
+            "print('--preset' in text, '--limit' in text, 'apache_beam' in sys.modules, 'tokenizers' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, text=True)
+    assert result.stdout.split() == ["True", "True", "False", "False"]
+    help_run = subprocess.run([sys.executable, "-m", "pipeline.shard", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert help_run.returncode == 0 and "--preset" in help_run.stdout and "--seq-len" in help_run.stdout
+
+
+# ---------------------------------------------------------------- the stages, on hand-made input
+
+
+def _settings(tmp_path: Path, **changes) -> stages.ShardSettings:
+    return stages.ShardSettings(inputs=("unused",), tokenizer="unused", output=str(tmp_path / "out"),
+                                **{"seq_len": 8, "special_tokens": SPECIAL_IDS, **changes})
+
+
+def _batch(ids: list[str], docs: list[list[int]], hashes: list[int] | None = None) -> stages.DocBatch:
+    return stages.DocBatch(pa.array(ids, pa.string()), np.array(hashes or [0] * len(ids), dtype=np.uint64),
+                           np.array(sum(docs, []), dtype=np.uint16), np.array([len(d) for d in docs], dtype=np.int64))
+
+
+def _word_tokenizer():
+    vocab = {token: index for index, token in enumerate(SPECIALS + ["a", "b", "c"])}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return tokenizer
+
+
+def test_tokenize_unit_gives_flat_batches_and_a_tally(tmp_path):
+    table = pa.table({"id": ["d2", "d1", "d3", "d4"], "text": ["a b", "", "c c x", None]})
+    batches, tally = stages.tokenize_unit(table, _settings(tmp_path, validation_fraction=0.0), _word_tokenizer())
+    assert list(batches) == ["train"]
+    train = batches["train"]
+    assert train.ids.to_pylist() == ["d2", "d1", "d3", "d4"] and train.tokens.dtype == np.uint16
+    assert train.tokens.tolist() == [5, 6, 7, 7, 1] and train.lengths.tolist() == [2, 0, 3, 0]
+    assert train.bucket_hashes.tolist() == text_hashes(["d2", "d1", "d3", "d4"], 0)[:, 1].tolist()
+    assert tally == Counter(documents_read=4, documents_empty=2, documents_validation=0, tokens_read=5)
+
+
+def test_tokenize_unit_splits_by_the_hash_of_the_id(tmp_path):
+    ids = [f"doc{i}" for i in range(200)]
+    table = pa.table({"id": ids, "body": ["a"] * 200})
+    settings = _settings(tmp_path, validation_fraction=0.3, seed=5, text_field="body")
+    batches, tally = stages.tokenize_unit(table, settings, _word_tokenizer())
+    expected = is_validation(text_hashes(ids, 5)[:, 0], 0.3)
+    assert batches["validation"].ids.to_pylist() == [i for i, v in zip(ids, expected) if v]
+    assert batches["train"].ids.to_pylist() == [i for i, v in zip(ids, expected) if not v]
+    assert tally["documents_validation"] == int(expected.sum()) and 40 < tally["documents_validation"] < 80
+
+
+def test_split_slots_and_assign_buckets(tmp_path):
+    batch = _batch(["w", "x", "y", "z"], [[5], [6, 6], [], [7, 7, 7]], hashes=[5, 2, 7, 4])
+    assert stages.split_slots(batch) == 6 + 4  # ids, and one [SEP] per document
+    parts = stages.assign_buckets(batch, 30, _settings(tmp_path, shard_tokens=10))  # 3 buckets: hash mod 3
+    assert [(bucket, part.ids.to_pylist(), part.tokens.tolist()) for bucket, part in parts] == [
+        (1, ["y", "z"], [7, 7, 7]), (2, ["w", "x"], [5, 6, 6])]
+    assert [bucket for bucket, _ in stages.assign_buckets(batch, 10, _settings(tmp_path, shard_tokens=10))] == [0]
+    assert stages.assign_buckets(_batch([], []), 10, _settings(tmp_path, shard_tokens=10)) == []
+
+
+def test_pack_bucket_sorts_packs_and_counts(tmp_path):
+    settings = _settings(tmp_path)
+    first = _batch(["c", "a"], [[30], [10, 11, 12]])
+    second = _batch(["e", "b"], [[], [20, 21, 22, 23, 24, 25, 26, 27]])  # b: longer than a row (6 ids)
+    rows, record, tally = stages.pack_bucket("train", 2, [first, second], settings)
+    assert rows.dtype == np.uint16 and rows.tolist() == [
+        [2, 10, 11, 12, 3, 20, 21, 3],  # a, then b fills what is left of the row
+        [2, 22, 23, 24, 25, 26, 27, 3],
+        [2, 30, 3, 0, 0, 0, 0, 0],  # c; e is empty and takes no space
+    ]
+    assert record == {"split": "train", "bucket": 2, "documents": 3, "empty_documents": 1, "split_documents": 1,
+                      "sequences": 3, "tokens": 19, "sha256": None, "staged": None}
+    assert tally == Counter(documents_split=1, documents_packed=3, sequences_written=3, tokens_written=19,
+                            shards_written=1)
+    rows_again, record_again, _ = stages.pack_bucket("train", 2, [second, first], settings)  # arrival order
+    assert rows_again.tolist() == rows.tolist() and record_again == record
+
+
+def test_pack_bucket_none_packing(tmp_path):
+    rows, record, _ = stages.pack_bucket("validation", 0, [_batch(["b", "a"], [[7, 8], [5]])],
+                                         _settings(tmp_path, packing="none"))
+    assert rows.tolist() == [[2, 5, 3, 0, 0, 0, 0, 0], [2, 7, 8, 3, 0, 0, 0, 0]]
+    assert record["sequences"] == 2 and record["tokens"] == 7 and record["split_documents"] == 0
+
+
+def test_write_bucket_stages_one_shard(tmp_path):
+    settings = _settings(tmp_path)
+    rows, record, _ = stages.pack_bucket("train", 2, [_batch(["a"], [[10, 11]])], settings)
+    written = stages.write_bucket(rows, record, settings)
+    staged = tmp_path / "out" / "_temporary" / "train" / "bucket-00002.arrow"
+    assert written == {**record, "sha256": ts.file_sha256(str(staged)), "staged": str(staged)}
+    np.testing.assert_array_equal(ts.open_shard(str(staged)), rows)
+    empty_rows, empty_record, tally = stages.pack_bucket("train", 3, [_batch(["e"], [[]])], settings)
+    assert stages.write_bucket(empty_rows, empty_record, settings) == empty_record and tally["shards_written"] == 0
+    assert not (tmp_path / "out" / "_temporary" / "train" / "bucket-00003.arrow").exists()
+
+
+def test_index_and_split_summaries(tmp_path):
+    settings = _settings(tmp_path)
+    record = {"documents": 1, "empty_documents": 0, "split_documents": 0, "sequences": 1, "tokens": 3}
+    records = [
+        {**record, "split": "train", "bucket": 4, "sha256": "b4", "staged": "s/train/bucket-00004.arrow"},
+        {**record, "split": "validation", "bucket": 0, "sha256": "v0", "staged": "s/validation/bucket-00000.arrow"},
+        {**record, "split": "train", "bucket": 1, "sha256": "b1", "staged": "s/train/bucket-00001.arrow"},
+        {**record, "split": "train", "bucket": 2, "empty_documents": 2, "sequences": 0, "tokens": 0, "documents": 0,
+         "sha256": None, "staged": None},
+    ]
+    stages.write_index(records, settings)
+    assert [(r["split"], r["bucket"]) for r in stages.read_index(settings)] == [
+        ("train", 1), ("train", 2), ("train", 4), ("validation", 0)]
+    splits, moves = stages.split_summaries(stages.read_index(settings))
+    assert moves == [("s/train/bucket-00001.arrow", "train/shard-00000.arrow"),
+                     ("s/train/bucket-00004.arrow", "train/shard-00001.arrow"),
+                     ("s/validation/bucket-00000.arrow", "validation/shard-00000.arrow")]
+    assert splits["train"] == {"sequences": 2, "tokens": 6, "documents": 2, "empty_documents": 2, "split_documents": 0,
+                               "shards": [{"file": "train/shard-00000.arrow", "sequences": 1, "tokens": 3,
+                                           "documents": 1, "split_documents": 0, "sha256": "b1"},
+                                          {"file": "train/shard-00001.arrow", "sequences": 1, "tokens": 3,
+                                           "documents": 1, "split_documents": 0, "sha256": "b4"}]}
+    assert [shard_entry["sha256"] for shard_entry in splits["validation"]["shards"]] == ["v0"]
+
+
+def test_plan_units_lists_row_groups_and_applies_the_limit(tmp_path):
+    paths = []
+    for name, rows in (("a.parquet", 3), ("b.parquet", 4)):
+        pq.write_table(pa.table({"id": [f"{name}{i}" for i in range(rows)], "text": ["x"] * rows}),
+                       tmp_path / name, row_group_size=2)
+        paths.append(str(tmp_path / name))
+    a, b = paths
+    R = stages.ReadUnit
+    assert stages.plan_units(paths, "text") == ([R(a, 0), R(a, 1), R(b, 0), R(b, 1)], 7)
+    assert stages.plan_units(paths, "text", limit=6) == ([R(a, 0), R(a, 1), R(b, 0), R(b, 1, 1)], 6)
+    assert stages.plan_units(paths, "text", limit=5) == ([R(a, 0), R(a, 1), R(b, 0)], 5)
+    assert stages.plan_units(paths, "text", limit=4) == ([R(a, 0), R(a, 1), R(b, 0, 1)], 4)
+    assert stages.plan_units(paths, "text", limit=2) == ([R(a, 0)], 2)
+    assert stages.plan_units(paths, "text", limit=100) == ([R(a, 0), R(a, 1), R(b, 0), R(b, 1)], 7)
+    assert stages.read_unit(R(b, 1, 1), "text").column("id").to_pylist() == ["b.parquet2"]
+    with pytest.raises(stages.ShardInputError, match="no column 'body'"):
+        stages.plan_units(paths, "body")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"seq_len": 2}, "--seq-len must be at least 3"),
+    ({"validation_fraction": 1.0}, "--validation-fraction must be in"),
+    ({"seed": -1}, "--seed must be in"),
+    ({"shard_tokens": 4}, "--shard-tokens (4) must be at least --seq-len (8)"),
+    ({"packing": "zip"}, "--packing must be one of concat, none"),
+])
+def test_settings_refuse_bad_values(tmp_path, changes, message):
+    with pytest.raises(stages.ShardInputError) as error:
+        _settings(tmp_path, **changes)
+    assert message in str(error.value)
+
+
+def test_special_token_names_follow_the_config_files():
+    assert special_token_names({}) == dict(zip(SPECIAL_TOKEN_ROLES, BERT_SPECIAL_TOKENS))
+    files = {"tokenizer_config.json": json.dumps({"sep_token": {"content": "</s>"}, "pad_token": "<pad>"}).encode(),
+             "special_tokens_map.json": json.dumps({"pad_token": "<p>"}).encode()}
+    assert special_token_names(files) == {"pad": "<p>", "unk": "[UNK]", "cls": "[CLS]", "sep": "</s>",
+                                          "mask": "[MASK]"}

@@ -12,6 +12,7 @@ import pytest
 
 from transforms import storage
 from transforms import token_shards as ts
+from transforms.special_tokens import TOKENIZER_FILES
 
 SEQ_LEN = 8
 
@@ -134,6 +135,19 @@ def test_fingerprint_covers_defining_files_only(tmp_path: Path):
     assert ts.tokenizer_fingerprint(str(tok)) != before
     with pytest.raises(ts.TokenShardError, match="no tokenizer files"):
         ts.tokenizer_fingerprint(str(tmp_path))
+
+
+def test_fingerprint_is_over_the_four_tokenizer_files(tmp_path: Path):
+    """The set is transforms.special_tokens.TOKENIZER_FILES; changing it would orphan every manifest written so far."""
+    assert sorted(TOKENIZER_FILES) == ["special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"]
+    tok = tmp_path / "tok"
+    tok.mkdir()
+    for name in TOKENIZER_FILES:
+        (tok / name).write_bytes(name.upper().encode())
+    digest = hashlib.sha256()
+    for name in sorted(TOKENIZER_FILES):
+        digest.update(name.encode() + b"\0" + len(name).to_bytes(8, "little") + name.upper().encode())
+    assert ts.tokenizer_fingerprint(str(tok)) == "sha256:" + digest.hexdigest()
 
 
 def test_load_manifest_accepts_a_valid_directory(shard_dir: Path):
