@@ -178,15 +178,15 @@ def plan_units(paths: list[str], text_field: str, limit: int | None = None) -> t
         _check_schema(path, schema, text_field)
         id_index = schema.names.index("id")
         for group in range(metadata.num_row_groups):
+            if limit is not None and rows >= limit:
+                break
             statistics = metadata.row_group(group).column(id_index).statistics
             if statistics is not None and statistics.has_null_count and statistics.null_count:
                 raise ShardInputError(f"{path}: row group {group} has {statistics.null_count} rows with a null id")
             group_rows = metadata.row_group(group).num_rows
-            if limit is not None and rows + group_rows > limit:
-                units.append(ReadUnit(path, group, limit - rows))
-                return units, limit
-            units.append(ReadUnit(path, group))
-            rows += group_rows
+            taken = group_rows if limit is None else min(group_rows, limit - rows)
+            units.append(ReadUnit(path, group, None if taken == group_rows else taken))
+            rows += taken
     return units, rows
 
 
