@@ -118,7 +118,7 @@ def latest_checkpoint(root: Path) -> Path | None:
         problem = checkpoint_problem(path)
         if problem is None:
             return path
-        print(f"distill: skipping checkpoint {path}: {problem}", file=sys.stderr)
+        print(f"distill.train: skipping checkpoint {path}: {problem}", file=sys.stderr)
     return None
 
 

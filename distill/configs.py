@@ -15,6 +15,7 @@ from pathlib import Path
 from transformers import BertConfig
 
 from distill.losses import LOSSES, STUDENT_NEEDS, TEACHER_NEEDS
+from distill.options import OBJECTIVES  # the choices live where --help can read them without torch
 
 STUDENT_PRESETS: dict[str, dict] = {
     # KoMiniLM-23M and -68M (seed 000).
@@ -28,7 +29,6 @@ PRESET_INIT_LAYERS: dict[str, list[int]] = {"distil-3l": [0, 4, 8]}
 INHERITED = ("hidden_act", "layer_norm_eps", "max_position_embeddings", "type_vocab_size", "initializer_range")
 # Flags that change what forward() returns; they belong to a call, not to a saved model.
 RUNTIME_FLAGS = ("output_attentions", "output_hidden_states", "return_dict", "torchscript")
-OBJECTIVES = ("minilm", "minilmv2", "distilbert")
 # DistilBERT's published weights (alpha_ce, alpha_mlm, alpha_cos) and temperature.
 DEFAULT_WEIGHTS = {"soft_target_kl": 5.0, "mlm_cross_entropy": 2.0}
 LOGIT_TERMS = frozenset(name for name, needs in STUDENT_NEEDS.items() if "logits" in needs)

@@ -238,12 +238,17 @@ class BatchStream:
     def state_dict(self) -> dict:
         return {"batches": self.consumed, "seed": self.dataset.seed, "batch_size": self.dataset.batch_size}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """Continue where `state` stopped. A loader with another seed or batch size is refused, or
+        with strict=False (--allow-config-change) continues after the same number of rows."""
         if (state["seed"], state["batch_size"]) != (self.dataset.seed, self.dataset.batch_size):
-            raise ValueError(
-                f"the checkpoint's loader ran with seed {state['seed']} and batch size {state['batch_size']}, "
-                f"not {self.dataset.seed} and {self.dataset.batch_size}"
-            )
+            if strict:
+                raise ValueError(
+                    f"the checkpoint's loader ran with seed {state['seed']} and batch size {state['batch_size']}, "
+                    f"not {self.dataset.seed} and {self.dataset.batch_size}"
+                )
+            self.consumed = int(state["batches"]) * int(state["batch_size"]) // self.dataset.batch_size
+            return
         self.consumed = int(state["batches"])
 
     def epoch(self) -> int:

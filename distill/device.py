@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-DEVICES = ("auto", "cuda", "xla", "cpu")
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+from distill.options import DEVICES, PRECISIONS  # noqa: F401  (the choices live where --help can read them)
+
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 

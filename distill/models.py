@@ -20,6 +20,18 @@ from distill.losses import LOSSES, STUDENT_NEEDS, TEACHER_NEEDS, Masks, Side
 LAYER_KINDS = ("query", "key", "value", "hidden")
 
 
+def quiet_transformers(verbose: bool) -> None:
+    """Keep transformers' and the hub's load reports and progress bars off stderr (unless --verbose)."""
+    if verbose:
+        return
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    disable_progress_bars()
+
+
 class VocabularyMismatch(ValueError):
     """A model was trained with another vocabulary than the shards'."""
 

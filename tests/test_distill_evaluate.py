@@ -24,7 +24,7 @@ def world(tmp_path_factory):
 
 
 def evaluate(capsys, *args: str) -> dict:
-    assert main(list(args)) == 0
+    assert main([*args, "--json"]) == 0
     return json.loads(capsys.readouterr().out)
 
 

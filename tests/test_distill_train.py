@@ -17,7 +17,8 @@ from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, BertTok
 
 from distill.checkpoint import step_dirs
 from distill.data import ShardBatches, open_shard_dir, open_split
-from distill.train import learning_rate, main
+from distill.loop import learning_rate
+from distill.train import main
 
 torch.set_num_threads(1)
 TINY_STUDENT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
@@ -114,14 +115,18 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(world, straight, t
     capsys.readouterr()
     assert run(world, output, *args, "--resume") == 0
     err = capsys.readouterr().err
-    assert "skipping checkpoint" in err and "model.safetensors does not match its checksum" in err
+    assert "distill.train: skipping checkpoint" in err and "model.safetensors does not match its checksum" in err
     assert "resuming from" in err and "step-000000004 at step 4" in err
     assert metrics(output) == metrics(straight)
 
 
 def test_fresh_run_refuses_a_directory_with_checkpoints(world, straight, capsys):
+    before = (straight / "metrics.jsonl").read_bytes()
     assert run(world, straight, "--student", str(world["student_config"]), *RESUME_ARGS, "--loader-workers", "0") == 2
-    assert "already holds checkpoints: pass --resume" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith(f"python -m distill.train: error: --output {straight} is not empty (checkpoints, ")
+    assert "pass --resume to continue the run in it, --overwrite to replace" in err
+    assert (straight / "metrics.jsonl").read_bytes() == before
 
 
 def test_exported_student_round_trips_through_transformers(world, straight):
