@@ -23,7 +23,7 @@ def chain(root: Path, beam_args: list[str]) -> dict[str, dict[str, str]]:
     assert tokenize.main(["--input", str(corpus), "--output", str(tokenizer), "--vocab-size", "900",
                           "--stratify-by", "date:month", "--sample-fraction", "0.5", "--quiet"]) == 0
     assert shard.main(["--input", str(corpus), "--tokenizer", str(tokenizer), "--output", str(shards),
-                       "--seq-len", "64", "--shard-tokens", "20000", *beam_args]) == 0
+                       "--seq-len", "64", "--shard-tokens", "20000", "--quiet", *beam_args]) == 0
     return {
         "corpus": checksums(corpus, ignore=("stats.json",)),  # stats.json holds timings
         "tokenizer": checksums(tokenizer, ignore=("tokenizer_report.json",)),  # ditto

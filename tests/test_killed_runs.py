@@ -76,7 +76,7 @@ def corpus_and_tokenizer(tmp_path_factory):
 
 def shard_command(corpus: Path, tokenizer: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "pipeline.shard", "--input", str(corpus), "--tokenizer", str(tokenizer),
-            "--output", str(out), "--seq-len", "32", "--shard-tokens", "2000"]
+            "--output", str(out), "--seq-len", "32", "--shard-tokens", "2000", "--quiet"]
 
 
 @pytest.mark.slow
@@ -89,8 +89,9 @@ def test_shard_killed_mid_run_is_refused_downstream_then_rerun(tmp_path, corpus_
     out = tmp_path / "shards"
     proc = subprocess.Popen(shard_command(corpus, tokenizer, out), cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    kill_when(proc, lambda: any((out / ".staging").rglob("*.arrow")))
+    kill_when(proc, lambda: any((out / "_temporary").rglob("*.arrow")))
     assert not (out / "manifest.json").exists()
+    assert {p.name for p in out.iterdir()} <= {"_temporary", ".koforge.lock"}  # nothing outside the staging directory
     with pytest.raises(token_shards.TokenShardError, match="manifest"):
         token_shards.load_manifest(str(out))
     subprocess.run(shard_command(corpus, tokenizer, out), cwd=REPO, check=True, capture_output=True)

@@ -22,10 +22,11 @@ from apache_beam.portability.api import beam_runner_api_pb2
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 from pipeline import run as corpus_run
-from pipeline import shard
+from pipeline import beam_shard, shard
 from pipeline.sample_corpus import write_sample
 from runners import dataflow, presets, staging
 from runners.presets import expand_preset, pipeline_options
+from transforms import shard_stages
 from transforms import token_shards as ts
 from transforms.corpus_beam import InputFile
 
@@ -196,7 +197,7 @@ def shard_runs(corpus_runs, tmp_path_factory) -> dict:
     for name, beam_args in (("direct", IN_MEMORY), ("portable", expand_preset(["--preset", "portable-embedded"]))):
         outputs[name] = base / name
         code = shard.main(["--input", str(corpus), "--tokenizer", str(tokenizer), "--output", str(outputs[name]),
-                           *SHARD_OPTIONS, *beam_args])
+                           *SHARD_OPTIONS, "--quiet", *beam_args])
         assert code == 0
     return outputs
 
@@ -213,10 +214,10 @@ def test_both_commands_take_a_preset(tmp_path, capsys):
     with pytest.raises(corpus_run.UsageError, match="unknown --preset 'nope'"):
         corpus_run.run(["--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "out"),
                         "--preset", "nope"])
-    with pytest.raises(SystemExit) as exit_status:
+    with pytest.raises(SystemExit) as exit_status:  # pipeline.shard's --preset is an argparse choice
         shard.main(["--input", str(tmp_path / "missing"), "--tokenizer", str(tmp_path / "tok"),
                     "--output", str(tmp_path / "shards"), "--preset", "nope"])
-    assert exit_status.value.code == 2 and "unknown --preset 'nope'" in capsys.readouterr().err
+    assert exit_status.value.code == 2 and "argument --preset: invalid choice: 'nope'" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- Dataflow, offline
@@ -285,12 +286,12 @@ def test_dataflow_job_for_pipeline_run_is_built_with_the_project_staged(offline_
 
 def test_dataflow_staged_package_holds_the_project_and_its_dependencies(corpus_runs, offline_google_auth):
     corpus = corpus_runs["direct"][0]
-    units, _ = shard.plan_units(sorted(str(path) for path in (corpus / "clean").glob("*.parquet")), "text")
-    settings = shard.Settings(tokenizer_json="gs://koforge-test-bucket/tok/tokenizer.json", text_field="text", seed=0,
-                              validation_fraction=0.01, seq_len=128, packing="concat", dtype="uint16",
-                              special_tokens={"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4},
-                              shard_tokens=50_000_000, staging="gs://koforge-test-bucket/shards/.staging")
-    job = dataflow_dry_run(lambda pipeline: shard.build_pipeline(pipeline, units, settings))
+    units, _ = shard_stages.plan_units(sorted(str(path) for path in (corpus / "clean").glob("*.parquet")), "text")
+    settings = shard_stages.ShardSettings(inputs=("gs://koforge-test-bucket/corpus",),
+                                          tokenizer="gs://koforge-test-bucket/tok",
+                                          output="gs://koforge-test-bucket/shards",
+                                          special_tokens={"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4})
+    job = dataflow_dry_run(lambda pipeline: beam_shard.build_pipeline(pipeline, units, settings))
     assert {"Tokenize", "GroupBuckets", "PackAndWrite", "WriteIndex"} <= {
         t.unique_name for t in job.proto_pipeline.components.transforms.values()}
 
@@ -300,7 +301,8 @@ def test_dataflow_staged_package_holds_the_project_and_its_dependencies(corpus_r
         pkg_info_member = next(m for m in archive.getmembers()
                                if m.name.count("/") == 1 and m.name.endswith("/PKG-INFO"))
         pkg_info = Parser().parsestr(archive.extractfile(pkg_info_member).read().decode("utf-8"))
-    assert {"setup.py", "pyproject.toml", "pipeline/run.py", "pipeline/shard.py", "transforms/corpus_beam.py",
+    assert {"setup.py", "pyproject.toml", "pipeline/run.py", "pipeline/shard.py", "pipeline/beam_shard.py",
+            "transforms/shard_stages.py", "transforms/special_tokens.py", "transforms/corpus_beam.py",
             "transforms/minhash.py", "transforms/components.py", "transforms/token_shards.py",
             "runners/presets.py"} <= members
     assert pkg_info["Name"] == "koforge"
