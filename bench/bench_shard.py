@@ -27,6 +27,7 @@ from bench.common import (NSMC_PATH, RESULTS_DIR, WORK_DIR, machine_line, python
                           write_clean_corpus)
 from transforms import token_shards as ts
 from transforms.clean import clean_text
+from transforms.special_tokens import BERT_SPECIAL_TOKENS
 
 TARGET = 0.8
 VOCAB_SIZE = 32000
@@ -34,7 +35,6 @@ SEQ_LEN = 128
 REPEATS = 4
 PARTS = 8
 LARGE = 4  # NSMC x4: the larger input, where start-up is amortised
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def read_records(data_path: Path) -> list[tuple[str, str]]:
@@ -44,7 +44,7 @@ def read_records(data_path: Path) -> list[tuple[str, str]]:
 
 
 def write_corpus(records: list[tuple[str, str]], root: Path, copies: int = 1) -> None:
-    """The records as contract 1, shaped like pipeline.run writes them: PARTS parts per copy of
+    """The records as a clean corpus (koforge-clean-corpus/1), shaped like pipeline.run writes them: PARTS parts per copy of
     the data (records spread over them), rows sorted by id, zstd, 128Ki-row groups. Copy k of a
     record gets the id "<id>-<k>" (only when copies > 1)."""
     ids = [i if copies == 1 else f"{i}-{k}" for k in range(copies) for i, _ in records]
@@ -52,12 +52,12 @@ def write_corpus(records: list[tuple[str, str]], root: Path, copies: int = 1) ->
 
 
 def train_tokenizer(texts: list[str], path: Path) -> Path:
-    """A KcBERT-like cased WordPiece, saved in the contract 2 layout."""
+    """A KcBERT-like cased WordPiece, saved in the koforge-tokenizer/1 layout."""
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
-    tokenizer.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=VOCAB_SIZE, special_tokens=SPECIALS))
+    tokenizer.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=VOCAB_SIZE, special_tokens=list(BERT_SPECIAL_TOKENS)))
     BertTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
                       cls_token="[CLS]", mask_token="[MASK]", do_lower_case=False).save_pretrained(str(path))
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
@@ -97,7 +97,7 @@ def write_empty_corpus(root: Path) -> Path:
 
 def shard_command(corpus: Path, tokenizer_dir: Path, output: Path, *extra: str) -> list[str]:
     return python_cmd("-m", "pipeline.shard", "--input", str(corpus), "--tokenizer", str(tokenizer_dir),
-                      "--output", str(output), "--seq-len", str(SEQ_LEN), "--overwrite", *extra)
+                      "--output", str(output), "--seq-len", str(SEQ_LEN), "--overwrite", "--quiet", "--json", *extra)
 
 
 def run(data_path: Path, workdir: Path) -> str:
