@@ -1,6 +1,7 @@
 """`python -m distill.evaluate`: masked-LM metrics on validation shards, teacher agreement, sentiment fine-tuning."""
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import random
@@ -96,3 +97,47 @@ def test_sentiment_finetuning_learns_the_task(world, tmp_path, capsys):
     sentiment = report["sentiment"]
     assert (sentiment["train_examples"], sentiment["test_examples"]) == (180, 60)
     assert sentiment["accuracy"] >= 0.9 > sentiment["majority_baseline"]
+
+
+def test_sentiment_formats_follow_the_project_suffixes(tmp_path):
+    rows = "최고였어요 정말\t1\n실망이 큽니다\t0\n"
+    (tmp_path / "plain.tsv").write_text(rows, encoding="utf-8")
+    assert read_sentiment_file(tmp_path / "plain.tsv").labels == [1, 0]  # headerless TSV
+    (tmp_path / "plain.txt").write_text(rows, encoding="utf-8")
+    with pytest.raises(ValueError, match="the name says text, not a sentiment format.*--sentiment-format"):
+        read_sentiment_file(tmp_path / "plain.txt")  # .txt is plain text unless its header says TSV
+    assert read_sentiment_file(tmp_path / "plain.txt", "tsv").labels == [1, 0]
+    (tmp_path / "table.csv").write_text("text,label\n좋아요 정말,1\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="the name says csv"):
+        read_sentiment_file(tmp_path / "table.csv")
+    lines = sentiment_lines(20)
+    gz = tmp_path / "reviews.jsonl.gz"
+    gz.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode("utf-8")))
+    assert read_sentiment_file(gz).counts["kept"] == 20
+    truncated = tmp_path / "cut.jsonl.gz"
+    truncated.write_bytes(gz.read_bytes()[:-20])
+    with pytest.raises(ValueError, match="cannot be read to its end"):
+        read_sentiment_file(truncated)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_bytes(("\n".join(lines) + "\n").encode("utf-8") + b'{"text": "\xff\xfe", "rating": 1}\n')
+    assert read_sentiment_file(broken).counts["dropped_malformed"] == 2  # "{not json" and the bad UTF-8
+
+
+def test_human_summary_progress_and_quiet(world, tmp_path, capsys):
+    args = ["--model", str(world["teacher"]), "--shards", str(world["shards"]), "--max-batches", "2"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[1].startswith("masked LM (validation, ")
+    assert "accuracy" in captured.out and not captured.out.lstrip().startswith("{")
+    assert captured.err.startswith("distill.evaluate [") and "masked-LM metrics of" in captured.err
+    assert main([*args, "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_usage_errors(capsys):
+    assert main(["--model", "x"]) == 2
+    assert capsys.readouterr().err == "python -m distill.evaluate: error: nothing to evaluate: give --shards and/or --sentiment\n"
+    with pytest.raises(SystemExit) as exited:
+        main(["--model", "x", "--sentiment-epoch", "2"])
+    assert exited.value.code == 2
+    assert "did you mean --sentiment-epochs?" in capsys.readouterr().err
