@@ -10,11 +10,13 @@
 (c) On a CUDA GPU: bf16 throughput, model FLOPs utilisation, and the largest batch that fits.
 
 The shards are built here from the NSMC reviews by the project's own chain (cleaned reviews ->
-pipeline.tokenize with a 30,000 vocabulary -> pipeline.shard concat-packed to 128); their
-build time is reported but not part of any figure.
+pipeline.tokenize -> pipeline.shard concat-packed to SEQ_LEN); their build time is reported but
+not part of any figure. `--quick` runs every part briefly on the embedded sample corpus instead
+(a smoke test that needs no data; its figures mean nothing and are not written to bench/results).
 """
 from __future__ import annotations
 
+import argparse
 import gc
 import math
 import os
@@ -56,13 +58,12 @@ LOADER_TARGET = 5_000_000  # masked tokens/s per core
 PEAK_BF16 = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10G": 70e12, "RTX 4090": 165e12}
 
 
-def build_nsmc_shards(data_path: Path, workdir: Path, train_shards: int = 8) -> Path:
-    """Token shards of the NSMC reviews, made by the project's own chain: the cleaned reviews as
-    a clean corpus, `pipeline.tokenize` (30k vocabulary) and `pipeline.shard` (seq 128)."""
+def build_shards(texts: list[str], workdir: Path, vocab_size: int = VOCAB_SIZE, train_shards: int = 8) -> Path:
+    """Token shards of cleaned texts, made by the project's own chain: the texts as a clean corpus,
+    `pipeline.tokenize` and `pipeline.shard` (seq SEQ_LEN)."""
     corpus, tokenizer_dir, root = workdir / "corpus", workdir / "tokenizer", workdir / "shards"
-    texts = [t for t in (clean_text(text) for text in read_nsmc_texts(data_path)) if len(t) >= 10]
-    write_clean_corpus(corpus, [f"nsmc-{index:06d}" for index in range(len(texts))], texts)
-    if tokenize.main(["--input", str(corpus), "--output", str(tokenizer_dir), "--vocab-size", str(VOCAB_SIZE),
+    write_clean_corpus(corpus, [f"text-{index:06d}" for index in range(len(texts))], texts)
+    if tokenize.main(["--input", str(corpus), "--output", str(tokenizer_dir), "--vocab-size", str(vocab_size),
                       "--overwrite", "--quiet"]) != 0:
         raise RuntimeError("pipeline.tokenize failed")
     slots = sum(len(text) for text in texts)  # about one id per character of Korean text, a sizing guess only
@@ -71,6 +72,12 @@ def build_nsmc_shards(data_path: Path, workdir: Path, train_shards: int = 8) -> 
                    "--shard-tokens", str(slots // train_shards), "--overwrite"]) != 0:
         raise RuntimeError("pipeline.shard failed")
     return root
+
+
+def build_nsmc_shards(data_path: Path, workdir: Path, train_shards: int = 8) -> Path:
+    """Token shards of the cleaned NSMC reviews (at least 10 characters), vocabulary VOCAB_SIZE."""
+    texts = [t for t in (clean_text(text) for text in read_nsmc_texts(data_path)) if len(t) >= 10]
+    return build_shards(texts, workdir, VOCAB_SIZE, train_shards)
 
 
 def bench_loader(shard_dir: Path, batch_size: int = 256, seconds: float = 10.0) -> dict:
@@ -385,8 +392,42 @@ Peak memory of the benchmark process: {peak_mib:,.0f} MiB.
 """
 
 
-if __name__ == "__main__":
-    section = run(NSMC_PATH, WORK_DIR / "distill")
+def quick(workdir: Path) -> str:
+    """Every part briefly, on the embedded sample corpus: a smoke test of the benchmark, no figures."""
+    from pipeline.sample_corpus import sample_records
+
+    texts = [t for t in (clean_text(record["text"]) for record in sample_records(0)) if len(t) >= 10]
+    shard_dir = build_shards(texts, workdir, vocab_size=2_000, train_shards=2)
+    loader = bench_loader(shard_dir, batch_size=32, seconds=1.0)
+    step = bench_cpu_step(shard_dir, batch_size=2, steps=1)
+    loss = bench_loss(batch_size=4, repeats=1)
+    return (f"quick run on the sample corpus ({len(texts):,} texts, {loader['rows']:,} sequences): loader "
+            f"{loader['ours_cpu']:,.0f} tokens/s per core (baseline {loader['base_cpu']:,.0f}); one minilm-23m CPU step "
+            f"{sum(step['ours']['cpu'].values()):.2f} s (baseline {sum(step['base']['cpu'].values()):.2f} s); "
+            f"loss alone {loss['ours'] * 1e3:.0f} ms (loop {loss['loop'] * 1e3:.0f} ms). Not a benchmark: see "
+            "BENCHMARKS.md for the NSMC figures.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_distill", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)
+    parser.add_argument("--quick", action="store_true",
+                        help="run every part briefly on the embedded sample corpus (no data needed, nothing written "
+                             "to bench/results)")
+    parser.add_argument("--workdir", type=Path, default=WORK_DIR / "distill", help="where the shards are built")
+    args = parser.parse_args(argv)
+    if args.quick:
+        print(quick(args.workdir / "quick"))
+        return 0
+    if not NSMC_PATH.exists():
+        print(f"python -m bench.bench_distill: error: {NSMC_PATH} is absent (set NSMC_PATH, or use --quick)",
+              file=sys.stderr)
+        return 2
+    section = run(NSMC_PATH, args.workdir)
     print(section)
     (RESULTS_DIR / "distill.md").write_text(section, encoding="utf-8")
-    sys.exit(0)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

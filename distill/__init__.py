@@ -1,8 +1,10 @@
 """Distillation of a teacher BERT into small students from token shards.
 
-`python -m distill.train` (train.py) and `python -m distill.evaluate` (evaluate.py); the parts:
-configs (students, objectives, the declarative config), losses (pure vectorised loss functions),
-masking (fixed-shape 80/10/10 MLM masking), data (the resumable shard loader), models (teacher,
-student, Q/K/V capture hooks), checkpoint, export, device (CUDA/DDP, XLA, CPU), finetune
-(the sentiment downstream check). See docs/distill.md.
+The commands: `python -m distill.train` (train.py, light; the loop itself is loop.py) and
+`python -m distill.evaluate` (evaluate.py, light; scoring.py and finetune.py do the work), with
+their options, the saved TrainConfig and the output-directory policy in options.py (no torch,
+so --help is fast). The parts: configs (students, objectives, the declarative DistillConfig),
+losses (the loss registry: pure vectorised functions), masking (fixed-shape MLM masking), data
+(the resumable shard loader), models (teacher, student, Q/K/V capture hooks), checkpoint,
+export, device (CUDA/DDP, XLA, CPU). See docs/distill.md.
 """

@@ -1,5 +1,6 @@
-"""Teacher and student models: loading, vocabulary checks, initialisation from teacher layers,
-truncation of the teacher to the depth the losses need, and Q/K/V capture with forward hooks.
+"""Teacher and student models: loading, vocabulary checks, initialisation, truncation, Q/K/V capture.
+
+The student can be initialised from teacher layers; the teacher is cut to the depth the losses need.
 
 Q, K and V are read from forward hooks on the attention projections (the `query`, `key`,
 `value` Linear modules), so the models keep their fast attention kernels (sdpa) and never

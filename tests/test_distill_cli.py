@@ -324,3 +324,10 @@ def test_loop_matches_a_naive_loop(world, tmp_path):
     exported = load_file(str(output / "student" / "model.safetensors"))
     for name, tensor in exported.items():
         assert torch.allclose(tensor, weights[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_bench_distill_parses_its_options():
+    result = subprocess.run([sys.executable, "-m", "bench.bench_distill", "--help"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--quick" in result.stdout
