@@ -4,9 +4,9 @@ Quality: 22,000 distinct cleaned NSMC reviews (KcBERT clean, >= 10 characters, e
 duplicates removed, as the pipeline does before near dedup) plus 2,000 planted copies with
 light random edits, shuffled. The ground truth is every pair at exact Jaccard >= 0.8 over
 the same shingle sets, found by an exact prefix-filter join (see `exact_similar_pairs`).
-The near dedup under test is the pure chain signatures -> band_keys -> candidate_edges ->
-(verify) -> connected_components; datasketch's in-memory MinHashLSH over the same shingles
-is the peer. Speed: `signatures` vs datasketch `MinHash.bulk` on the same shingles, one
+The near dedup under test is the chain pipeline.run runs: signatures -> band keys
+(`band_entries`) -> bucket stars (`bucket_edges`, verified with --verify) ->
+connected_components; datasketch's in-memory MinHashLSH over the same shingles is the peer. Speed: `signatures` vs datasketch `MinHash.bulk` on the same shingles, one
 core, in the same run.
 
 `python -m bench.bench_near_dedup` (or `make bench`) writes bench/results/near_dedup.md.
@@ -20,12 +20,14 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import scipy.sparse as sp
 from datasketch import MinHash, MinHashLSH
 
 from bench.common import NSMC_PATH, RESULTS_DIR, WORK_DIR, machine_line, read_nsmc_texts
 from transforms.clean import clean_text
-from transforms.components import candidate_edges, cluster_size_histogram, connected_components, verify_pairs
+from transforms.components import bucket_edges, cluster_size_histogram, connected_components
+from transforms.corpus_stages import NearDedupSettings, band_entries
 from transforms.minhash import (
     DEFAULT_NGRAM,
     DEFAULT_NUM_PERM,
@@ -222,15 +224,20 @@ def ground_truth(texts: list[str], ngram: int) -> dict:
 
 def our_edges(texts: list[str], ngram: int, weights: tuple[float, float], verify: bool, seed: int = SEED
               ) -> tuple[np.ndarray, np.ndarray, float]:
-    """The near dedup under test: (edges it links, LSH candidate pairs, CPU seconds for the edges)."""
+    """The near dedup under test: (edges it links, LSH candidate pairs, CPU seconds for the edges).
+
+    The edges come from the functions pipeline.run runs (`band_entries` of one partition,
+    then `bucket_edges`), with ids that sort as the texts' positions.
+    """
     started = time.process_time()
     bands, rows = lsh_params(THRESHOLD, DEFAULT_NUM_PERM, *weights)
-    keys = band_keys(signatures(texts, DEFAULT_NUM_PERM, ngram, seed), bands, rows)
-    edges = candidate_edges(keys, np.arange(len(texts)))
-    if verify:
-        edges = edges[verify_pairs([texts[i] for i in edges[:, 0]], [texts[i] for i in edges[:, 1]], ngram,
-                                   THRESHOLD)]
+    near = NearDedupSettings(THRESHOLD, DEFAULT_NUM_PERM, ngram, seed, bands, rows, verify)
+    table = pa.table({"id": [f"{i:010d}" for i in range(len(texts))], "text": texts})
+    found = bucket_edges(band_entries(table, 0, near, 1).values(), ngram, THRESHOLD, verify)
+    edges = np.zeros((0, 2), dtype=np.int64) if found is None else np.stack(
+        [found["a"].astype(np.int64), found["b"].astype(np.int64)], axis=1)
     seconds = time.process_time() - started
+    keys = band_keys(signatures(texts, DEFAULT_NUM_PERM, ngram, seed), bands, rows)
     return edges, bucket_pairs(keys), seconds
 
 

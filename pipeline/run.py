@@ -1,56 +1,46 @@
 """`python -m pipeline.run`: raw Korean text -> clean, deduplicated corpus shards + stats.json.
 
-    python -m pipeline.run [--input PATTERN ...] --output DIR [options] [any Beam option]
+    python -m pipeline.run [--input PATTERN ...] --output DIR [options] [--preset NAME] [Beam options]
 
 With no --input, the embedded sample corpus is generated into DIR/sample_input/ and read.
-The pipeline writes into DIR/_temporary/ and, once the job has finished, moves the files
-into DIR/clean/, DIR/rejected/ (and DIR/clusters/) and writes DIR/stats.json last: a
-directory with stats.json is complete; one without it is not.
+The command parses its arguments (the convention of pipeline/cli.py), checks them and the
+input and output before any work (preflight), resolves them into one frozen
+`RunSettings`, runs the Beam graph of pipeline/beam_run.py (whose stages are
+transforms/corpus_stages.py), then publishes: the staged files in DIR/_temporary/ move to
+DIR/clean/, DIR/rejected/ (and DIR/clusters/), and DIR/stats.json is written last, so a
+directory with stats.json is complete and one without it is not. All file access goes
+through transforms/storage.py (local, gs://, s3://).
+
+docs/run.md documents the options, the output and stats.json; docs/cli.md the convention;
+docs/architecture.md the layout; BENCHMARKS.md the measured cost.
 """
 from __future__ import annotations
 
-import argparse
-import json
+import contextlib
 import math
 import os
-import posixpath
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
-import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
+from pipeline import cli
+from transforms import drop_reasons, reading, storage  # light: pyarrow.fs, no numpy compute, no Beam
 
-from pipeline.sample_corpus import write_sample
-from runners.presets import pipeline_options
-from transforms import reading, storage
-from transforms.clean import CleanOptions
-from transforms.corpus_beam import (DedupPartition, InputFile, NearDedupOptions, ParseCleanFilter, ReadLineBatches,
-                                    SumCounts, WritePartition, bucket_edges, near_duplicate_components,
-                                    write_clusters, write_rejected)
-
+COMMAND = "pipeline.run"
 STATS_FILE = "stats.json"
-STAGING_DIR = "_temporary"
-OUTPUT_SUBDIRS = ("clean", "rejected", "clusters")
+OUTPUT_SUBDIRS = ("clean", "rejected", "clusters")  # with stats.json and the staging dir: all that --overwrite removes
+SAMPLE_FILE = os.path.join("sample_input", "sample_comments.jsonl")
 BYTES_PER_PARTITION = 128 << 20
 MIN_PARTITIONS = 8
 COMPRESSION_RATIO_ESTIMATE = 4  # uncompressed bytes per compressed byte, for sizing partitions only
-CLUSTER_SIZE_COUNT = "near_dedup_cluster_size_"  # + size: clusters of that size, a count in counts.json
+UsageError = cli.UsageError
 
 
-class UsageError(Exception):
-    """Bad arguments or unusable input, reported before any work starts."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.run",
-        description="Clean, filter and deduplicate raw Korean text into Parquet corpus shards (Apache Beam).",
-        epilog="Any other option is passed to Beam (--runner, --direct_num_workers, --project, ...).",
-    )
-    parser.add_argument("--input", nargs="+", default=None, metavar="PATTERN",
-                        help="files or globs (local, gs://, s3://); default: the embedded sample corpus")
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(COMMAND, "Clean, filter and deduplicate raw Korean text into Parquet corpus shards "
+                                         "(Apache Beam).")
+    parser.add_argument("--input", action="extend", nargs="+", default=None, metavar="PATTERN",
+                        help="files, globs or directories (every file under it), local, gs:// or s3://; may be "
+                             "repeated; default: the embedded sample corpus")
     parser.add_argument("--output", required=True, metavar="DIR", help="output directory (local, gs://, s3://)")
     parser.add_argument("--format", choices=("auto",) + reading.FORMATS, default="auto",
                         help="input format; auto: by file suffix (.jsonl/.json, .tsv, .csv, else text)")
@@ -61,203 +51,227 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fields carried into the output, e.g. date,rating:int (types: str, int, float)")
     parser.add_argument("--min-chars", type=int, default=10, help="drop cleaned texts shorter than this (KcBERT: 10)")
     parser.add_argument("--max-chars", type=int, default=None, help="drop cleaned texts longer than this")
-    parser.add_argument("--max-line-bytes", type=int, default=8 << 20,
+    parser.add_argument("--max-line-bytes", type=cli.positive_int, default=8 << 20,
                         help="lines longer than this many bytes are dropped as line_too_long (bounded memory)")
     parser.add_argument("--no-exact-dedup", dest="exact_dedup", action="store_false",
                         help="keep exact duplicates (texts equal after cleaning)")
-    parser.add_argument("--no-near-dedup", dest="near_dedup", action="store_false",
-                        help="keep near duplicates (MinHash LSH over character n-grams)")
-    parser.add_argument("--near-dedup-threshold", type=float, default=0.8, help="Jaccard threshold of near dedup")
-    parser.add_argument("--num-perm", type=int, default=128, help="MinHash permutations")
-    parser.add_argument("--ngram", type=int, default=None, help="character n-gram size (default: transforms.minhash)")
-    parser.add_argument("--seed", type=int, default=0, help="MinHash seed")
-    parser.add_argument("--verify", action="store_true",
-                        help="check candidate pairs with their true Jaccard (slower, more precise)")
-    parser.add_argument("--write-clusters", action="store_true",
-                        help="write DIR/clusters/*.parquet (id, cluster_id, kept) for near-duplicate clusters")
-    parser.add_argument("--num-shards", type=int, default=None,
+    _add_near_dedup_options(parser)
+    parser.add_argument("--num-shards", type=cli.positive_int, default=None,
                         help="output files = dedup partitions (default: from input size, at least 8)")
     parser.add_argument("--nfc", action="store_true", help="opt-in: NFC-normalise before cleaning")
     parser.add_argument("--keep-digit-runs", action="store_true", help="opt-in: do not shorten digit runs (10000)")
     parser.add_argument("--keep-hanja", action="store_true", help="opt-in: keep Hanja instead of removing it")
-    parser.add_argument("--limit", type=int, default=None, help="read only the first N lines (quick trials)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in DIR")
-    parser.add_argument("--quiet", action="store_true", help="no summary on stdout")
+    cli.add_limit_option(parser, "lines of the sorted input files")
+    cli.add_output_options(parser, "clean/, rejected/, clusters/ and stats.json")
+    cli.add_reporting_options(parser)
+    cli.add_beam_options(parser)
     return parser
 
 
-def match_inputs(patterns: list[str], fmt: str) -> tuple[list[InputFile], int]:
-    """Expand patterns into sorted files; a pattern matching nothing is an error."""
-    paths: dict[str, int] = {}
-    for pattern in patterns:
-        try:
-            metadata = FileSystems.match([pattern])[0].metadata_list
-        except Exception as error:  # Beam raises BeamIOError with the cause inside
-            raise UsageError(f"cannot read --input {pattern!r}: {error}") from None
-        files = [m for m in metadata if not m.path.endswith("/")]
-        if not files:
-            raise UsageError(f"--input {pattern!r} matches no file")
-        for m in files:
-            paths[m.path] = m.size_in_bytes
-    common = posixpath.dirname(os.path.commonprefix(list(paths))) if len(paths) > 1 else posixpath.dirname(
-        next(iter(paths)))
-    inputs = [InputFile(path, path[len(common):].lstrip("/") if common else path,
-                        reading.detect_format(path) if fmt == "auto" else fmt)
-              for path in sorted(paths)]
-    compressed = sum(size for path, size in paths.items() if storage.is_compressed(path))
-    return inputs, sum(paths.values()) - compressed + compressed * COMPRESSION_RATIO_ESTIMATE
+def _add_near_dedup_options(parser: cli.ArgumentParser) -> None:
+    parser.add_argument("--no-near-dedup", dest="near_dedup", action="store_false",
+                        help="keep near duplicates (MinHash LSH over character n-grams)")
+    parser.add_argument("--near-dedup-threshold", type=float, default=0.8, help="Jaccard threshold of near dedup")
+    parser.add_argument("--num-perm", type=cli.positive_int, default=128, help="MinHash permutations")
+    parser.add_argument("--ngram", type=cli.positive_int, default=None,
+                        help="character n-gram size (default: transforms.minhash.DEFAULT_NGRAM)")
+    parser.add_argument("--seed", type=int, default=0, help="MinHash seed, 0 <= seed < 2**64")
+    parser.add_argument("--verify", action="store_true",
+                        help="check candidate pairs with their true Jaccard (slower, more precise)")
+    parser.add_argument("--write-clusters", action="store_true",
+                        help="write DIR/clusters/*.parquet (id, cluster_id, kept) for near-duplicate clusters")
 
 
-def default_num_shards(estimated_bytes: int) -> int:
-    return max(MIN_PARTITIONS, math.ceil(estimated_bytes / BYTES_PER_PARTITION))
+# ---------------------------------------------------------------- preflight
 
 
-def build_pipeline(pipeline: beam.Pipeline, inputs: list[InputFile], args, staging: str, num_partitions: int,
-                   near: NearDedupOptions | None) -> None:
-    fields = reading.FieldSpec(args.text_field, args.id_field or None,
-                               reading.FieldSpec.parse_keep_fields(args.keep_fields))
-    clean_options = CleanOptions(nfc=args.nfc, keep_digit_runs=args.keep_digit_runs, keep_hanja=args.keep_hanja)
-    file_groups = [inputs] if args.limit is not None else [[f] for f in inputs]
-    read = (
-        pipeline
-        | "Files" >> beam.Create(file_groups)
-        | "ReadLines" >> beam.ParDo(ReadLineBatches(args.max_line_bytes, args.limit)).with_outputs(
-            ReadLineBatches.COUNTS, main="batches")
-    )
-    parsed = (
-        read.batches
-        | "Spread" >> beam.Reshuffle()
-        | "ParseCleanFilter" >> beam.ParDo(
-            ParseCleanFilter(fields, clean_options, args.min_chars, args.max_chars, num_partitions)
-        ).with_outputs(ParseCleanFilter.REJECTED, ParseCleanFilter.COUNTS, main="records")
-    )
-    deduped = (
-        parsed.records
-        | "GroupByPartition" >> beam.GroupByKey()
-        | "Dedup" >> beam.ParDo(DedupPartition(args.exact_dedup, near, num_partitions)).with_outputs(
-            DedupPartition.BANDS, DedupPartition.COUNTS, main="records")
-    )
-    components = None
-    if near is not None:
-        components = (
-            deduped.bands
-            | "GroupByBandPartition" >> beam.GroupByKey()
-            | "BucketEdges" >> beam.FlatMap(bucket_edges, near)
-            | "CollectEdges" >> beam.combiners.ToList()
-            | "Components" >> beam.Map(near_duplicate_components)
-        )
-        if args.write_clusters:
-            _ = components | "WriteClusters" >> beam.FlatMap(write_clusters, staging)
-    # Only the removed ids (compact arrays) go to the writers as a side input.
-    side = [beam.pvalue.AsSingleton(components | "RemovedIds" >> beam.Map(lambda c: c["removed"]))] if (
-        components is not None) else []
-    written = deduped.records | "Write" >> beam.ParDo(
-        WritePartition(staging, num_partitions, fields.keep_fields), *side).with_outputs(
-        WritePartition.COUNTS, main="paths")
-    _ = (
-        parsed.rejected
-        | "GroupRejected" >> beam.GroupByKey()
-        | "WriteRejected" >> beam.FlatMap(write_rejected, staging, num_partitions)
-    )
-    count_streams = [read.counts, parsed.counts, deduped.counts, written.counts]
-    if components is not None:
-        count_streams.append(components | "NearDedupCounts" >> beam.Map(
-            lambda c: {"near_dedup_candidate_pairs": c["candidate_pairs"],
-                       **{f"{CLUSTER_SIZE_COUNT}{size}": n for size, n in c["histogram"].items()}}))
-    _ = (
-        count_streams
-        | "AllCounts" >> beam.Flatten()
-        | "SumCounts" >> beam.CombineGlobally(SumCounts())
-        | "WriteCounts" >> beam.Map(_write_counts, staging)
-    )
+def check_options(args) -> None:
+    """Option values that argparse alone cannot check; a UsageError before anything is read or written."""
+    if args.min_chars < 0 or (args.max_chars is not None and args.max_chars < args.min_chars):
+        raise UsageError("--min-chars must be >= 0 and --max-chars >= --min-chars")
+    if not 0 < args.near_dedup_threshold < 1:
+        raise UsageError("--near-dedup-threshold must be between 0 and 1")
+    if not 0 <= args.seed < 2**64:
+        raise UsageError("--seed must be in [0, 2**64)")
+    try:
+        reading.FieldSpec.parse_keep_fields(args.keep_fields)
+    except reading.InputFormatError as error:
+        raise UsageError(str(error)) from None
+    if args.input is None and "://" in args.output:
+        raise UsageError("the embedded sample corpus needs a local --output; pass --input for remote runs")
 
 
-def _write_counts(counts: dict, staging: str) -> None:
-    with FileSystems.create(FileSystems.join(staging, "counts.json")) as handle:
-        handle.write(json.dumps(counts, sort_keys=True).encode("utf-8"))
+def list_sources(patterns: list[str], fmt: str) -> tuple[list, int]:
+    """The input files (sorted, each with the name ids show: its path relative to the inputs' common prefix)
+    and an estimate of their uncompressed bytes, for sizing the partitions."""
+    from transforms.corpus_stages import SourceFile
+
+    try:
+        files = storage.list_inputs(patterns, directories="files")
+    except storage.StorageError as error:
+        raise UsageError(str(error)) from None
+    paths = [file.path for file in files]
+    common = os.path.dirname(os.path.commonprefix(paths)) if len(paths) > 1 else os.path.dirname(paths[0])
+    sources = [SourceFile(path, path[len(common):].lstrip("/") if common else path,
+                          reading.detect_format(path) if fmt == "auto" else fmt) for path in paths]
+    compressed = sum(file.size for file in files if storage.is_compressed(file.path))
+    return sources, sum(file.size for file in files) - compressed + compressed * COMPRESSION_RATIO_ESTIMATE
 
 
 def prepare_output(output: str, overwrite: bool) -> str:
-    """Refuse to mix with an earlier run unless --overwrite; return a fresh staging dir."""
-    existing = [name for name in (STATS_FILE, *OUTPUT_SUBDIRS)
-                if path_exists(FileSystems.join(output, name))]
+    """Refuse to mix with an earlier run unless --overwrite; return a fresh, empty staging dir.
+
+    An earlier run's files stay until the new run publishes (storage.publish replaces them):
+    an interrupted run leaves the earlier output as it was. A staging dir left by a dead run
+    is not an earlier run and goes (the output lock makes sure no live run owns it).
+    """
+    existing = [name for name in (STATS_FILE, *OUTPUT_SUBDIRS) if storage.exists(storage.join(output, name))]
     if existing and not overwrite:
         state = "a finished run" if STATS_FILE in existing else "an unfinished run (no stats.json)"
         raise UsageError(f"{output} already holds {state}: {', '.join(existing)}; pass --overwrite to replace it")
-    staging = FileSystems.join(output, STAGING_DIR)
-    for name in [STAGING_DIR] + (existing if overwrite else []):
-        path = FileSystems.join(output, name)
-        if path_exists(path):
-            if name == STATS_FILE:
-                FileSystems.delete([path])
-            else:
-                delete_tree(path)
+    staging = storage.staging_dir(storage.absolute(output))
+    storage.delete(staging)
+    storage.mkdirs(staging)
     return staging
 
 
-def path_exists(path: str) -> bool:
-    """A file, or a directory with something in it (on gs:// and s3:// a directory is only a key prefix)."""
-    return FileSystems.exists(path) or bool(FileSystems.match([FileSystems.join(path, "*")])[0].metadata_list)
+@contextlib.contextmanager
+def output_problems(output: str):
+    """An output that cannot be created or written is a UsageError that names it (no traceback)."""
+    try:
+        yield
+    except (OSError, storage.StorageError) as error:
+        raise UsageError(f"cannot write to --output {output!r}: {error}") from None
 
 
-def delete_tree(path: str) -> None:
-    """Delete a directory: on gs:// and s3:// the key prefix DIR/ (without the slash Beam deletes one object)."""
-    FileSystems.delete([path + "/" if "://" in path else path])
+def stage_output(args, sources: list | None, estimated_bytes: int) -> tuple[str, list, int]:
+    """Check and prepare the output (a staging dir); write and list the sample corpus when there is no --input."""
+    from pathlib import Path
+
+    from pipeline.sample_corpus import write_sample
+
+    with output_problems(args.output):
+        staging = prepare_output(args.output, args.overwrite)
+        if sources is not None:
+            return staging, sources, estimated_bytes
+        sample = Path(args.output).absolute() / SAMPLE_FILE
+        write_sample(sample)
+    args.input = [str(sample)]
+    return staging, *list_sources(args.input, args.format)
 
 
-def publish(staging: str, output: str) -> list[str]:
-    """Move the staged files into place (stats.json is written after this)."""
-    moved = []
-    for subdir in OUTPUT_SUBDIRS:
-        staged = FileSystems.match([FileSystems.join(staging, subdir, "*")])[0].metadata_list
-        sources = sorted(m.path for m in staged)
-        if not sources:
-            continue
-        targets = [FileSystems.join(output, subdir, posixpath.basename(path)) for path in sources]
-        if not FileSystems.exists(FileSystems.join(output, subdir)):
-            FileSystems.mkdirs(FileSystems.join(output, subdir))
-        FileSystems.rename(sources, targets)
-        moved += [posixpath.relpath(t, output) if "://" not in output else t for t in targets]
-    return moved
+# ---------------------------------------------------------------- settings
 
 
-def build_stats(counts: dict, args, inputs: list[InputFile], near: NearDedupOptions | None, num_partitions: int,
-                files: list[str], timings: dict) -> dict:
+def near_dedup_settings(args):
+    """NearDedupSettings from the options (bands x rows from the threshold), or None with --no-near-dedup."""
+    from transforms import minhash
+    from transforms.corpus_stages import NearDedupSettings
+
+    if not args.near_dedup:
+        return None
+    # Verification removes false candidates, so its bands x rows can favour recall harder.
+    weights = minhash.LSH_WEIGHTS_VERIFIED if args.verify else minhash.LSH_WEIGHTS
+    bands, rows = minhash.lsh_params(args.near_dedup_threshold, args.num_perm, *weights)
+    return NearDedupSettings(args.near_dedup_threshold, args.num_perm, args.ngram, args.seed, bands, rows,
+                             args.verify)
+
+
+def run_settings(args, staging: str, num_partitions: int):
+    """The one frozen settings object every stage gets (transforms.corpus_stages.RunSettings)."""
+    from transforms.clean import CleanOptions
+    from transforms.corpus_stages import RunSettings
+
+    fields = reading.FieldSpec(args.text_field, args.id_field or None,
+                               reading.FieldSpec.parse_keep_fields(args.keep_fields))
+    return RunSettings(
+        fields=fields, clean=CleanOptions(nfc=args.nfc, keep_digit_runs=args.keep_digit_runs,
+                                          keep_hanja=args.keep_hanja),
+        min_chars=args.min_chars, max_chars=args.max_chars, max_line_bytes=args.max_line_bytes,
+        exact_dedup=args.exact_dedup, near=near_dedup_settings(args), num_partitions=num_partitions,
+        staging=staging, write_clusters=args.write_clusters)
+
+
+def default_num_shards(estimated_bytes: int) -> int:
+    """One partition per ~128 MiB of uncompressed input, at least MIN_PARTITIONS (docs/scale.md)."""
+    return max(MIN_PARTITIONS, math.ceil(estimated_bytes / BYTES_PER_PARTITION))
+
+
+# ---------------------------------------------------------------- run, publish, report
+
+
+def beam_pipeline_options(beam_args: list[str]):
+    """Beam's PipelineOptions (runners.presets: --preset expanded, DirectRunner in memory by default)."""
+    from runners.presets import pipeline_options
+
+    cli.quiet_beam_import()
+    try:
+        return pipeline_options(beam_args)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def run_graph(options, sources: list, settings, limit: int | None, progress: bool) -> tuple[dict, float]:
+    """Build and run the Beam graph (pipeline/beam_run.py); returns the counts of every stage and its wall seconds."""
+    import apache_beam as beam
+
+    from pipeline import beam_run
+
+    started = time.perf_counter()
+    with beam.Pipeline(options=options) as pipeline:
+        beam_run.build_graph(pipeline, sources, settings, limit, progress)
+    seconds = time.perf_counter() - started
+    return storage.read_json(storage.join(settings.staging, beam_run.COUNTS_FILE)), seconds
+
+
+def publish_outputs(staging: str, output: str) -> list[str]:
+    """Move the staged files into place, replacing an earlier run's; the output files, as stats.json lists them."""
+    entries = [(storage.join(staging, subdir, name), f"{subdir}/{name}")
+               for subdir in OUTPUT_SUBDIRS for name in storage.list_files(storage.join(staging, subdir))]
+    written = storage.publish(staging, output, entries, replaced=OUTPUT_SUBDIRS, marker=STATS_FILE)
+    return [storage.join(output, name) for name in written] if storage.is_remote(output) else written
+
+
+def build_stats(counts: dict, sources: list, settings, files: list[str], timings: dict, options: dict) -> dict:
+    """stats.json: every count of the run, checked so that input = output + every drop reason."""
     counts = Counter(counts)
-    dropped = {reason: counts.get(reason, 0) for reason in reading.DROP_REASONS if counts.get(reason, 0)}
+    dropped = {reason: counts[reason] for reason in drop_reasons.DROP_REASONS if counts[reason]}
     stats = {
         "input_records": counts["input_records"],
         "output_records": counts["output_records"],
         "dropped": dropped,
-        "files": {"matched": len(inputs), "read": counts["files_read"], "empty": counts["files_empty"],
-                  "with_read_errors": counts["files_with_read_errors"],
-                  "output": files},
-        "num_shards": num_partitions,
+        "files": {"matched": len(sources), "read": counts["files_read"], "empty": counts["files_empty"],
+                  "with_read_errors": counts["files_with_read_errors"], "output": files},
+        "num_shards": settings.num_partitions,
     }
-    if near is not None:
-        sizes = sorted((int(key[len(CLUSTER_SIZE_COUNT):]), n) for key, n in counts.items()
-                       if key.startswith(CLUSTER_SIZE_COUNT))
-        stats["near_dedup"] = {
-            "threshold": near.threshold, "num_perm": near.num_perm, "ngram": near.ngram, "bands": near.bands,
-            "rows": near.rows, "seed": near.seed, "verify": near.verify,
-            "candidate_pairs": counts.get("near_dedup_candidate_pairs", 0),
-            "removed": counts.get(reading.NEAR_DUPLICATE, 0),
-            "cluster_size_histogram": {str(size): n for size, n in sizes},
-            "clusters": sum(n for _, n in sizes),
-        }
+    if settings.near is not None:
+        stats["near_dedup"] = near_dedup_stats(counts, settings.near)
     stats["timings"] = {**timings, **{key[len("seconds_"):] + "_worker_seconds": round(value, 3)
                                       for key, value in sorted(counts.items()) if key.startswith("seconds_")}}
-    stats["options"] = {key: value for key, value in sorted(vars(args).items()) if key not in ("quiet",)}
+    stats["options"] = options
     accounted = stats["output_records"] + sum(dropped.values())
     if accounted != stats["input_records"]:
         raise RuntimeError(f"record accounting failed: {stats['input_records']} read, {accounted} accounted for")
     return stats
 
 
+def near_dedup_stats(counts: Counter, near) -> dict:
+    from pipeline.beam_run import CLUSTER_SIZE_COUNT
+    sizes = sorted((int(key[len(CLUSTER_SIZE_COUNT):]), n) for key, n in counts.items()
+                   if key.startswith(CLUSTER_SIZE_COUNT))
+    return {"threshold": near.threshold, "num_perm": near.num_perm, "ngram": near.ngram, "bands": near.bands,
+            "rows": near.rows, "seed": near.seed, "verify": near.verify,
+            "candidate_pairs": counts.get("near_dedup_candidate_pairs", 0),
+            "removed": counts.get(drop_reasons.NEAR_DUPLICATE, 0),
+            "cluster_size_histogram": {str(size): n for size, n in sizes},
+            "clusters": sum(n for _, n in sizes)}
+
+
 def summary(stats: dict) -> str:
+    """The human summary on stdout (docs/run.md, Summary)."""
     lines = [f"read {stats['input_records']:,} records from {stats['files']['matched']} file(s); "
              f"kept {stats['output_records']:,} in "
-             f"{sum(path.startswith('clean/') for path in stats['files']['output'])} file(s)"]
+             f"{sum(path.split('/')[-2] == 'clean' for path in stats['files']['output'])} file(s)"]
     for reason, n in sorted(stats["dropped"].items(), key=lambda kv: -kv[1]):
         lines.append(f"  dropped {n:>10,}  {reason}")
     if "near_dedup" in stats:
@@ -270,84 +284,49 @@ def summary(stats: dict) -> str:
     return "\n".join(lines)
 
 
-def near_dedup_options(args) -> NearDedupOptions | None:
-    if not args.near_dedup:
-        return None
-    from transforms import minhash
+def parse_arguments(argv: list[str] | None):
+    """Our options (with the defaults resolved: n-gram size) and the Beam options after them."""
+    from transforms.minhash import DEFAULT_NGRAM
 
-    if not 0 < args.near_dedup_threshold < 1:
-        raise UsageError("--near-dedup-threshold must be between 0 and 1")
-    # Verification removes false candidates, so its bands x rows can favour recall harder.
-    weights = minhash.LSH_WEIGHTS_VERIFIED if args.verify else minhash.LSH_WEIGHTS
-    bands, rows = minhash.lsh_params(args.near_dedup_threshold, args.num_perm, *weights)
-    return NearDedupOptions(args.near_dedup_threshold, args.num_perm, args.ngram or minhash.DEFAULT_NGRAM,
-                            args.seed, bands, rows, args.verify)
+    args, beam_args = cli.parse_with_beam_options(build_parser(), argv)
+    args.ngram = args.ngram or DEFAULT_NGRAM
+    return args, beam_args
 
 
 def run(argv: list[str] | None = None) -> dict:
-    """Run the pipeline; returns the stats written to DIR/stats.json."""
+    """The command without its exit statuses (`main`): parse, preflight, settings, graph, publish, stats.json.
+
+    Returns the stats written to DIR/stats.json.
+    """
     started = time.perf_counter()
-    args, beam_args = build_parser().parse_known_args(argv)
+    args, beam_args = parse_arguments(argv)
+    progress = cli.Progress(COMMAND, enabled=not args.quiet)
+    check_options(args)
+    sources, estimated_bytes = list_sources(args.input, args.format) if args.input else (None, 0)
+    options = beam_pipeline_options(beam_args)
+    with output_problems(args.output):
+        lock = cli.OutputLock(args.output).__enter__()
     try:
-        options = pipeline_options(beam_args)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    FileSystems.set_options(options)  # the gs:// and s3:// calls before the pipeline need --project, --s3_*, ...
-    if args.min_chars < 0 or (args.max_chars is not None and args.max_chars < args.min_chars):
-        raise UsageError("--min-chars must be >= 0 and --max-chars >= --min-chars")
-    if args.limit is not None and args.limit <= 0:
-        raise UsageError("--limit must be positive")
-    try:
-        reading.FieldSpec.parse_keep_fields(args.keep_fields)
-    except reading.InputFormatError as error:
-        raise UsageError(str(error)) from None
-    sample = args.input is None
-    if sample and "://" in args.output:
-        raise UsageError("the embedded sample corpus needs a local --output; pass --input for remote runs")
-    if not sample:
-        inputs, estimated_bytes = match_inputs(args.input, args.format)  # before the output is touched
-    near = near_dedup_options(args)
-    try:
-        staging = prepare_output(args.output, args.overwrite)
-        FileSystems.mkdirs(staging)
-        if sample:
-            sample_path = Path(args.output) / "sample_input" / "sample_comments.jsonl"
-            write_sample(sample_path)
-    except UsageError:
-        raise
-    except Exception as error:  # OSError locally, BeamIOError on other file systems
-        raise UsageError(f"cannot write to --output {args.output!r}: {error}") from None
-    if sample:
-        args.input = [str(sample_path)]
-        inputs, estimated_bytes = match_inputs(args.input, args.format)
-    num_partitions = args.num_shards or default_num_shards(estimated_bytes)
-
-    pipeline_started = time.perf_counter()
-    with beam.Pipeline(options=options) as pipeline:
-        build_pipeline(pipeline, inputs, args, staging, num_partitions, near)
-    pipeline_seconds = time.perf_counter() - pipeline_started
-
-    with FileSystems.open(FileSystems.join(staging, "counts.json")) as handle:
-        counts = json.loads(handle.read())
-    files = publish(staging, args.output)
-    delete_tree(staging)
-    timings = {"pipeline_seconds": round(pipeline_seconds, 3),
-               "total_seconds": round(time.perf_counter() - started, 3)}
-    stats = build_stats(counts, args, inputs, near, num_partitions, files, timings)
-    with FileSystems.create(FileSystems.join(args.output, STATS_FILE)) as handle:
-        handle.write((json.dumps(stats, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
-    if not args.quiet:
-        print(summary(stats))
+        staging, sources, estimated_bytes = stage_output(args, sources, estimated_bytes)
+        args.num_shards = args.num_shards or default_num_shards(estimated_bytes)
+        settings = run_settings(args, staging, args.num_shards)
+        progress.say(f"reading {len(sources):,} file(s) into {settings.num_partitions} partitions")
+        counts, pipeline_seconds = run_graph(options, sources, settings, args.limit, not args.quiet)
+        progress.say("publishing")
+        files = publish_outputs(staging, args.output)
+        timings = {"pipeline_seconds": round(pipeline_seconds, 3),
+                   "total_seconds": round(time.perf_counter() - started, 3)}
+        recorded = {**dict(sorted(vars(args).items())), "beam_options": beam_args}  # every option, resolved
+        stats = build_stats(counts, sources, settings, files, timings, recorded)
+        storage.write_json_atomic(storage.join(args.output, STATS_FILE), stats, sort_keys=False)
+    finally:
+        lock.__exit__(None, None, None)
+    cli.emit_summary(args, summary(stats), stats)
     return stats
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        run(argv)
-    except UsageError as error:
-        print(f"pipeline.run: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.run_command(COMMAND, lambda: run(argv))
 
 
 if __name__ == "__main__":

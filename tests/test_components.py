@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from transforms.components import (
-    candidate_edges,
+    bucket_edges,
     cluster_size_histogram,
     connected_components,
+    near_duplicate_components,
     star_edges,
     verify_pairs,
 )
@@ -102,13 +103,32 @@ def brute_force_bucket_pairs(keys: np.ndarray, docs: np.ndarray) -> set[tuple[in
     return pairs
 
 
-def test_candidate_edges_are_bucket_stars_and_connect_like_all_pairs():
+def id_bytes(docs) -> np.ndarray:
+    """Integer node ids as fixed-width id bytes that sort like the integers (as the pipeline's ids sort)."""
+    return np.array([f"{doc:012d}".encode() for doc in docs], dtype=np.bytes_)
+
+
+def band_entries(keys: np.ndarray, docs: np.ndarray, partition_of_doc=None, texts=None) -> dict:
+    """Entries as transforms.corpus_stages.band_entries makes them, from [n_docs, bands] keys."""
+    bands = keys.shape[1]
+    partitions = np.zeros(len(docs), np.int32) if partition_of_doc is None else partition_of_doc
+    return {"key": keys.ravel(), "id": np.repeat(id_bytes(docs), bands), "partition": np.repeat(partitions, bands),
+            "text": None if texts is None else np.repeat(np.asarray(texts, dtype=object), bands)}
+
+
+def edges_of(found) -> np.ndarray:
+    if found is None:
+        return np.zeros((0, 2), dtype=np.int64)
+    return np.unique(np.stack([found["a"].astype(np.int64), found["b"].astype(np.int64)], axis=1), axis=0)
+
+
+def test_bucket_edges_are_bucket_stars_and_connect_like_all_pairs():
     rng = np.random.default_rng(2)
     for trial in range(10):
         n_docs, bands = 300, 4
         keys = rng.integers(0, 60, size=(n_docs, bands)).astype(np.uint64) + np.arange(bands, dtype=np.uint64) * 1000
         docs = rng.choice(10**9, size=n_docs, replace=False)
-        edges = candidate_edges(keys, docs)
+        edges = edges_of(bucket_edges([band_entries(keys, docs)], 2, 0.8, verify=False))
         all_pairs = brute_force_bucket_pairs(keys, docs)
         edge_set = set(map(tuple, edges.tolist()))
         assert len(edge_set) == len(edges) and edge_set <= all_pairs
@@ -127,7 +147,42 @@ def test_candidate_edges_are_bucket_stars_and_connect_like_all_pairs():
         assert edge_set == expected_stars
         assert as_dict(connected_components(edges, docs)) == reference_components(all_pairs, docs)
         shuffled = rng.permutation(n_docs)
-        assert np.array_equal(candidate_edges(keys[shuffled], docs[shuffled]), edges)
+        assert np.array_equal(edges_of(bucket_edges([band_entries(keys[shuffled], docs[shuffled])], 2, 0.8, False)),
+                              edges)
+        # entries split by key partition, as the pipeline shuffles them: the union is the same edges
+        entries = band_entries(keys, docs)
+        parts = [edges_of(bucket_edges([{name: values[entries["key"] % np.uint64(5) == p]
+                                         for name, values in entries.items() if values is not None}], 2, 0.8, False))
+                 for p in range(5)]
+        assert np.array_equal(np.unique(np.concatenate(parts), axis=0), edges)
+
+
+def test_bucket_edges_verify_keeps_only_pairs_at_the_threshold():
+    texts = ["가나다라마바", "가나다라마", "전혀 다른 말", "완전히 새로운 문장"]  # J(0, 1) = 0.8; 2 and 3: 0
+    keys = np.array([[1], [1], [2], [2]], dtype=np.uint64)  # two buckets of two
+    docs = np.arange(4)
+    found = bucket_edges([band_entries(keys, docs, texts=texts)], 2, 0.8, verify=True)
+    assert edges_of(found).tolist() == [[0, 1]]
+    assert edges_of(bucket_edges([band_entries(keys, docs, texts=texts)], 2, 0.8, verify=False)).tolist() == [
+        [0, 1], [2, 3]]
+    assert bucket_edges([band_entries(keys, docs, texts=texts)], 2, 0.81, verify=True) is None
+
+
+def test_near_duplicate_components_removes_all_but_the_smallest_id_per_partition():
+    # 3-4 share a band-0 bucket, 1-5 another, 5-9 a band-1 bucket: clusters {1, 5, 9} and {3, 4}; 7 is alone.
+    docs = np.array([1, 3, 4, 5, 7, 9])
+    keys = np.array([[10, 20], [11, 21], [11, 22], [10, 23], [13, 25], [14, 23]], dtype=np.uint64)
+    # text partitions: doc % 2
+    found = bucket_edges([band_entries(keys, docs, (docs % 2).astype(np.int32))], 2, 0.8, verify=False)
+    result = near_duplicate_components([found])
+    assert {p: ids.tolist() for p, ids in result["removed"].items()} == {0: [b"000000000004"],
+                                                                        1: [b"000000000005", b"000000000009"]}
+    assert result["histogram"] == {"2": 1, "3": 1} and result["candidate_pairs"] == 3
+    clusters = dict(zip(result["clusters"]["id"].tolist(), result["clusters"]["cluster_id"].tolist()))
+    assert clusters == {b"000000000001": b"000000000001", b"000000000005": b"000000000001",
+                        b"000000000009": b"000000000001", b"000000000003": b"000000000003",
+                        b"000000000004": b"000000000003"}
+    assert near_duplicate_components([]) == {"removed": {}, "clusters": None, "histogram": {}, "candidate_pairs": 0}
 
 
 def test_star_edges_by_partition_union_to_the_whole():
@@ -138,15 +193,13 @@ def test_star_edges_by_partition_union_to_the_whole():
     parts = [star_edges(flat_keys[flat_keys % np.uint64(7) == p], flat_docs[flat_keys % np.uint64(7) == p])
              for p in range(7)]
     merged = np.unique(np.concatenate(parts), axis=0)
-    assert np.array_equal(merged, candidate_edges(keys, docs))
+    assert np.array_equal(merged, star_edges(flat_keys, flat_docs))
 
 
-def test_candidate_edges_reject_bad_input():
-    with pytest.raises(ValueError, match="repeat"):
-        candidate_edges(np.zeros((3, 2), dtype=np.uint64), np.array([1, 2, 1]))
-    with pytest.raises(ValueError, match="n_docs"):
-        candidate_edges(np.zeros((3, 2), dtype=np.uint64), np.array([1, 2]))
-    assert candidate_edges(np.zeros((0, 4), dtype=np.uint64), np.array([], dtype=np.int64)).shape == (0, 2)
+def test_star_edges_reject_bad_input():
+    with pytest.raises(ValueError, match="one node per key"):
+        star_edges(np.zeros(3, dtype=np.uint64), np.array([1, 2]))
+    assert star_edges(np.zeros(0, dtype=np.uint64), np.array([], dtype=np.int64)).shape == (0, 2)
 
 
 def test_verify_pairs_is_the_exact_jaccard_threshold():
@@ -172,7 +225,8 @@ def test_sample_corpus_near_duplicates_are_removed_and_distinct_comments_kept():
     id_to_text = {record_id: text for text, record_id in by_text.items()}
     texts = [id_to_text[i] for i in ids]
     bands, rows = lsh_params(0.8, 128)
-    edges = candidate_edges(band_keys(signatures(texts), bands, rows), np.arange(len(texts)))
+    edges = edges_of(bucket_edges([band_entries(band_keys(signatures(texts), bands, rows), np.arange(len(texts)))],
+                                  DEFAULT_NGRAM, 0.8, verify=False))
     nodes, representatives = connected_components(edges)
     removed = {ids[n] for n, r in zip(nodes.tolist(), representatives.tolist()) if n != r}
     planted = {copy: by_text[cleaned[source]] for copy, source in corpus.near_duplicate_of.items()

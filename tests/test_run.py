@@ -4,8 +4,11 @@ import gzip
 import hashlib
 import json
 import lzma
+import os
+import socket
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -241,3 +244,96 @@ def test_bad_keep_fields_and_unwritable_sample_output_are_usage_errors(tmp_path,
     not_a_directory.write_text("x")
     assert main(["--output", str(not_a_directory / "o")]) == 2  # the sample corpus cannot be written there
     assert "cannot write" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the command-line convention (pipeline/cli.py)
+
+
+def command(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.run", *argv], cwd=REPO, capture_output=True, text=True)
+
+
+def test_misspelt_options_exit_2_with_a_suggestion(tmp_path):
+    for argv, suggestion in ((["--min_chars", "3"], "did you mean --min-chars?"),
+                             (["--limt", "5"], "did you mean --limit?")):
+        proc = command("--output", str(tmp_path / "o"), *argv)
+        assert proc.returncode == 2 and suggestion in proc.stderr, proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_help_is_fast_and_lists_the_preset():
+    started = time.perf_counter()
+    proc = command("--help")
+    assert proc.returncode == 0 and "--preset" in proc.stdout and "--json" in proc.stdout
+    assert time.perf_counter() - started < 3  # no Beam import (about 1 s on its own); typically 0.5 s
+
+
+def test_json_summary_equals_stats_and_quiet_keeps_the_summary(tmp_path):
+    proc = command("--output", str(tmp_path / "o"), "--no-near-dedup", "--json", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    stats = json.loads((tmp_path / "o" / "stats.json").read_text())
+    for key in ("input_records", "output_records", "dropped", "files", "num_shards"):
+        assert summary[key] == stats[key]
+    assert proc.stderr == ""  # --quiet: no progress, and no Beam warnings either
+    quiet = command("--output", str(tmp_path / "q"), "--no-near-dedup", "--quiet")
+    assert quiet.stdout.startswith("read 3,212 records") and quiet.stderr == ""
+    loud = command("--output", str(tmp_path / "l"), "--no-near-dedup")
+    assert loud.stderr.startswith("pipeline.run [0m") and "WARNING" not in loud.stderr
+
+
+def test_stats_record_every_option_resolved(tmp_path):
+    stats = run(["--output", str(tmp_path / "o"), "--quiet", "--limit", "100"])
+    options = stats["options"]
+    assert options["ngram"] == stats["near_dedup"]["ngram"] == 2 and options["num_shards"] == stats["num_shards"] == 8
+    assert options["limit"] == 100 and options["input"] == [str(tmp_path / "o" / "sample_input" /
+                                                                "sample_comments.jsonl")]
+    assert options["beam_options"] == [] and options["preset"] is None
+
+
+def test_a_held_lock_refuses_a_second_run(tmp_path, capsys):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / ".koforge.lock").write_text(f"{socket.gethostname()} {os.getpid()}\n")  # this live process holds it
+    assert main(["--output", str(out), "--quiet"]) == 2
+    assert "being written by another run" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [".koforge.lock"]
+
+
+def test_repeated_inputs_add_up(tmp_path):
+    inputs = tmp_path / "in"
+    (inputs / "sub").mkdir(parents=True)
+    (inputs / "a.txt").write_text("첫 번째 파일의 댓글입니다\n")
+    (inputs / "sub" / "b.txt").write_text("두 번째 파일의 댓글입니다\n")
+    stats = run(["--input", str(inputs / "a.txt"), "--input", str(inputs / "sub" / "b.txt"), "--output",
+                 str(tmp_path / "o"), "--no-near-dedup", "--quiet"])
+    assert stats["files"]["matched"] == 2 and stats["output_records"] == 2
+    assert {row["id"] for row in read_corpus(tmp_path / "o")} == {"a.txt:0000000001", "sub/b.txt:0000000001"}
+    directory = run(["--input", str(inputs), "--output", str(tmp_path / "d"), "--no-near-dedup", "--quiet"])
+    assert directory["files"]["matched"] == 2  # a directory is every file under it
+    assert {row["id"] for row in read_corpus(tmp_path / "d")} == {"a.txt:0000000001", "sub/b.txt:0000000001"}
+
+
+def test_overwrite_removes_only_what_pipeline_run_writes(tmp_path):
+    out = tmp_path / "o"
+    run(["--output", str(out), "--no-near-dedup", "--quiet", "--num-shards", "9"])
+    (out / "notes.txt").write_text("mine")
+    run(["--output", str(out), "--no-near-dedup", "--quiet", "--overwrite"])
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (out / "clean").iterdir()) == [f"part-{i:05d}-of-00008.parquet" for i in range(8)]
+
+
+def test_ctrl_c_publishes_nothing(tmp_path, monkeypatch, capsys):
+    from pipeline import beam_run
+
+    out = tmp_path / "o"
+    run(["--output", str(out), "--no-near-dedup", "--quiet"])
+    before = tree_digest(out)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(beam_run, "build_graph", interrupted)
+    assert main(["--output", str(out), "--quiet", "--overwrite", "--num-shards", "3"]) == 130
+    assert "interrupted; nothing was published" in capsys.readouterr().err
+    assert tree_digest(out) == before and (out / "stats.json").exists() and not (out / ".koforge.lock").exists()

@@ -1,24 +1,22 @@
-"""Candidate edges from LSH buckets and connected components over them, in numpy (no Beam).
+"""Near-duplicate graph code in numpy: candidate edges from LSH buckets, connected components over them.
 
+Pure functions, no engine: pipeline.run's Beam graph (pipeline/beam_run.py) calls
+`bucket_edges` once per band partition and `near_duplicate_components` once over all edges,
+and the benchmarks (bench/bench_near_dedup.py) measure these same functions.
 Near-duplicate removal keeps one text per connected component of the candidate graph: the
-one with the smallest node id (the pipeline maps record ids to sortable integers), so the
-survivor never depends on arrival order or partitioning.
+one with the smallest id, so the survivor never depends on arrival order or partitioning.
+docs/near-dedup.md describes the method; BENCHMARKS.md has its measured quality and cost.
 
-Scale of the single-combine union-find (`connected_components`): it holds every edge and
-every node that has an edge in one process. Measured (`bench/bench_near_dedup.py`, random
-graphs with int64 ids): ~90 bytes of peak memory per edge inside the call, ~110 with the
-edge array itself, and ~1 s per million edges on one core; texts without an edge never
-reach it. Near-dedup edges are few (one per duplicate text per colliding band, as a star
-per bucket), so 10^7 edges (~1 GiB) is a corpus of tens of millions of comments with a
-heavy duplicate rate, well inside one worker. Past ~10^8 edges (~11 GiB) the combine no
-longer fits a typical worker: then cut the edges first (`verify_pairs` drops the false
-candidates; a higher threshold makes fewer), give the combine a high-memory worker, or run
-distributed connected components instead: large-star/small-star rounds (Kiveris et al.
-2014), unrolled as a fixed number of Beam GroupByKey stages over the edges.
+`connected_components` is a union-find in one process over every edge: it holds all edges
+and every node that has one (texts without an edge never reach it). Near-dedup edges are
+few (a star per bucket), which keeps that inside one worker up to a large corpus; where it
+stops, and what to do then (fewer edges with --verify, a high-memory worker, distributed
+large-star/small-star rounds), is in docs/near-dedup.md (Scale of the components step),
+with the measurements in BENCHMARKS.md.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -60,22 +58,6 @@ def star_edges(keys: np.ndarray, nodes: np.ndarray) -> np.ndarray:
     return _unique_edges(np.stack([smallest[linked], nodes[linked]], axis=1))
 
 
-def candidate_edges(bucket_keys: np.ndarray, doc_index: np.ndarray) -> np.ndarray:
-    """Star edges for documents sharing a bucket key in any band: [m, 2] int64 (low, high).
-
-    `bucket_keys` is `band_keys(...)`, [n_docs, bands]; `doc_index[i]` is row i's node id.
-    Each bucket links its members to its smallest member; edges are deduplicated.
-    """
-    bucket_keys = np.asarray(bucket_keys)
-    doc_index = np.asarray(doc_index, dtype=np.int64)
-    if bucket_keys.ndim != 2 or len(bucket_keys) != len(doc_index):
-        raise ValueError(f"need bucket keys [n_docs, bands] and n_docs node ids, got shapes "
-                         f"{bucket_keys.shape} and {doc_index.shape}")
-    if len(np.unique(doc_index)) != len(doc_index):
-        raise ValueError("doc_index must not repeat a node id")
-    return star_edges(bucket_keys, np.repeat(doc_index, bucket_keys.shape[1]))
-
-
 def connected_components(edges: np.ndarray, nodes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Connected components of an undirected graph: (node ids sorted, representative of each).
 
@@ -108,3 +90,64 @@ def cluster_size_histogram(representatives: np.ndarray) -> dict[int, int]:
 def verify_pairs(texts_a: Sequence[str], texts_b: Sequence[str], ngram: int, threshold: float) -> np.ndarray:
     """Bool mask: the true Jaccard of each candidate pair's n-gram sets reaches `threshold`."""
     return exact_jaccard(texts_a, texts_b, ngram) >= threshold
+
+
+def bucket_edges(entries: Iterable[dict], ngram: int, threshold: float, verify: bool) -> dict | None:
+    """Band entries of one key partition -> candidate edges: a star from each bucket's smallest id.
+
+    An entry is a dict of arrays ("key": band keys, "id": fixed-width id bytes, "partition":
+    the record's text partition, "text": its text when verifying), as
+    transforms.corpus_stages.band_entries makes them. Band keys already mix in the band
+    index, so a bucket is one key. With `verify` an edge is kept only when its pair's true
+    Jaccard reaches `threshold`. Returns {"a", "a_partition", "b", "b_partition"} arrays, or
+    None without an edge.
+    """
+    entries = list(entries)
+    keys = np.concatenate([e["key"] for e in entries])
+    ids = np.concatenate([e["id"] for e in entries])
+    partitions = np.concatenate([e["partition"] for e in entries])
+    # Most buckets hold one text: find the shared ones with an integer sort, and number only
+    # their ids (in sorted order, so the smallest number is the smallest id).
+    sorted_keys = keys[by_key := np.argsort(keys, kind="stable")]
+    shared = np.zeros(len(keys), dtype=bool)
+    shared[1:] = sorted_keys[1:] == sorted_keys[:-1]
+    shared[:-1] |= shared[1:].copy()
+    candidates = by_key[shared]
+    _, first, nodes = np.unique(ids[candidates], return_index=True, return_inverse=True)
+    edges = star_edges(keys[candidates], nodes)
+    heads, members = candidates[first[edges[:, 0]]], candidates[first[edges[:, 1]]]
+    if verify and len(members):
+        texts = np.concatenate([e["text"] for e in entries])
+        keep = verify_pairs(list(texts[heads]), list(texts[members]), ngram, threshold)
+        heads, members = heads[keep], members[keep]
+    if not len(members):
+        return None
+    return {"a": ids[heads], "a_partition": partitions[heads], "b": ids[members], "b_partition": partitions[members]}
+
+
+def near_duplicate_components(edge_batches: list[dict]) -> dict:
+    """All candidate edges -> ids to remove per text partition, the clusters and their size histogram.
+
+    One union-find over every candidate edge in a single worker (the module docstring gives
+    the scale where that stops working). The survivor of a cluster is its smallest id: ids
+    are numbered in sorted order before the components.
+    """
+    if not edge_batches:
+        return {"removed": {}, "clusters": None, "histogram": {}, "candidate_pairs": 0}
+    a = np.concatenate([e["a"] for e in edge_batches])
+    b = np.concatenate([e["b"] for e in edge_batches])
+    partitions = np.concatenate([np.concatenate([e["a_partition"] for e in edge_batches]),
+                                 np.concatenate([e["b_partition"] for e in edge_batches])])
+    names, first, inverse = np.unique(np.concatenate([a, b]), return_index=True, return_inverse=True)
+    edges = np.stack([inverse[:len(a)], inverse[len(a):]], axis=1)
+    edges = np.unique(np.sort(edges, axis=1), axis=0)  # a pair found in several bands counts once
+    nodes, representative = connected_components(edges)
+    removed_nodes = nodes[representative != nodes]
+    removed_partitions = partitions[first[removed_nodes]]
+    return {
+        "removed": {int(partition): names[removed_nodes[removed_partitions == partition]]
+                    for partition in np.unique(removed_partitions)},
+        "clusters": {"id": names[nodes], "cluster_id": names[representative], "kept": representative == nodes},
+        "histogram": {str(size): n for size, n in cluster_size_histogram(representative).items()},
+        "candidate_pairs": int(len(edges)),
+    }

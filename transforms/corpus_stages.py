@@ -1,0 +1,389 @@
+"""The stages of pipeline.run as engine-free functions: one batch or partition in, outputs and a tally out.
+
+read -> parse, clean, length filter -> (shuffle by text partition) -> exact dedup, MinHash
+band entries -> (near-duplicate edges and components: transforms.components) -> write.
+
+Each stage is a pure function of its input and one frozen `RunSettings`, and returns its
+outputs with a `Counter` of counts (drop reasons from transforms.drop_reasons, file counts,
+`seconds_<stage>` worker time). It knows no engine: pipeline/beam_run.py wraps each one in
+a few lines of a Beam DoFn that turns the tally into Beam counters, and a Spark job can call
+the same functions from `mapPartitions` / `mapInArrow`. Records travel as Arrow record
+batches from parsing to writing (`RECORD_COLUMNS` plus the kept fields), their ids encoded
+to UTF-8 once, when the batch is built.
+
+A record's partition is a hash of its cleaned text (`partition_of`): a partition is the unit
+of exact dedup, of MinHash work and of one output file, so the output does not depend on
+the engine, the number of workers or how the input was cut. docs/run.md describes the
+output and the drop reasons, docs/near-dedup.md the near dedup, docs/architecture.md this
+layout; measured costs are in BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from transforms import drop_reasons, reading, storage
+from transforms.clean import CleanOptions, clean_batch
+
+LINES_PER_BATCH = 20_000
+ARROW_TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64()}
+SORT_KEYS = [("id", "ascending"), ("source", "ascending"), ("line", "ascending")]  # the survivor order
+PARQUET_OPTIONS = {"compression": "zstd", "row_group_size": 128 * 1024, "write_statistics": True}  # fixed: same bytes
+
+
+@dataclass(frozen=True)
+class NearDedupSettings:
+    """MinHash LSH near dedup: Jaccard threshold, signature size, shingles, bands x rows (docs/near-dedup.md)."""
+
+    threshold: float
+    num_perm: int
+    ngram: int
+    seed: int
+    bands: int
+    rows: int
+    verify: bool
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything the stages of one pipeline.run need, resolved once from its arguments (pipeline/run.py)."""
+
+    fields: reading.FieldSpec
+    clean: CleanOptions
+    min_chars: int
+    max_chars: int | None
+    max_line_bytes: int
+    exact_dedup: bool
+    near: NearDedupSettings | None
+    num_partitions: int
+    staging: str  # DIR/_temporary: the stages write here, pipeline.run publishes
+    write_clusters: bool = False
+
+    def output_schema(self) -> pa.Schema:
+        """The clean corpus's columns: id, text and the --keep-fields (docs/formats.md)."""
+        return pa.schema([("id", pa.string()), ("text", pa.string())]
+                         + [(name, ARROW_TYPES[kind]) for name, kind in self.fields.keep_fields])
+
+    def record_schema(self) -> pa.Schema:
+        """Records between the stages: the output columns plus where each came from (the tie-breakers)."""
+        return self.output_schema().append(pa.field("source", pa.dictionary(pa.int32(), pa.string()))).append(
+            pa.field("line", pa.int64()))
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One input file: where it is, the name ids and rejected/ show (relative to the inputs' common prefix), its format."""
+
+    path: str
+    name: str
+    fmt: str
+
+
+@dataclass
+class LineBatch:
+    """Consecutive raw lines of one file (None: a line over --max-line-bytes), numbered from `first_line`.
+
+    The last batch of a file carries the file's counts (files_read, files_empty,
+    files_with_read_errors) and, when the file could not be read to its end, the error.
+    """
+
+    source: SourceFile
+    header: list[str] | None
+    first_line: int
+    lines: list[bytes | None]
+    read_error: str | None = None
+    counts: Counter = field(default_factory=Counter)
+
+
+def partition_of(key: str, num_partitions: int) -> int:
+    """The partition of a cleaned text (or of a source file's rejects): crc32 of its UTF-8 bytes, mod n.
+
+    crc32 because it is fixed forever and the same in every process (Python's `hash()` is
+    salted per process), and cheap. It decides which output file each record lands in: a
+    different hash would change the output bytes of every run, so it stays.
+    """
+    return zlib.crc32(key.encode("utf-8")) % num_partitions
+
+
+# ---------------------------------------------------------------- read
+
+
+def read_line_batches(source: SourceFile, settings: RunSettings, limit: int | None = None) -> Iterator[LineBatch]:
+    """A file's lines in batches of LINES_PER_BATCH, read through transforms.storage (any pyarrow file system).
+
+    A tsv/csv header row is kept apart. A file that fails midway (corrupt or truncated
+    compression) keeps what was read before the failure and reports the rest as the last
+    batch's `read_error`. With `limit`, at most that many lines are returned.
+    """
+    counts: Counter = Counter()
+    header, lines, first_line, line_number, error = None, [], 0, 0, None
+    try:
+        with storage.open_input(source.path) as raw:
+            for line in reading.iter_lines(storage.decompressed(raw, source.path), settings.max_line_bytes):
+                line_number += 1
+                if source.fmt in ("tsv", "csv") and header is None and line is not None:
+                    header = reading.parse_header(line, source.fmt)
+                    continue
+                if not lines:
+                    first_line = line_number
+                lines.append(line)
+                if limit is not None and len(lines) >= limit:
+                    break
+                if len(lines) >= LINES_PER_BATCH:
+                    yield LineBatch(source, header, first_line, lines)
+                    limit = None if limit is None else limit - len(lines)
+                    lines = []
+    except Exception as failure:  # noqa: BLE001 - any failure of a file is its read_error, counted
+        error = f"{type(failure).__name__}: {failure}"
+        counts["files_with_read_errors"] += 1
+    else:
+        counts["files_empty"] += line_number == 0
+    counts["files_read"] += 1
+    yield LineBatch(source, header, first_line if lines else line_number + 1, lines, error, +counts)
+
+
+def read_files(sources: Sequence[SourceFile], settings: RunSettings, limit: int | None = None
+               ) -> Iterator[LineBatch]:
+    """`read_line_batches` of several files in order, the limit counting over all of them."""
+    remaining = limit
+    for source in sources:
+        for batch in read_line_batches(source, settings, remaining):
+            remaining = None if remaining is None else remaining - len(batch.lines)
+            yield batch
+        if remaining is not None and remaining <= 0:
+            return
+
+
+# ---------------------------------------------------------------- parse, clean, filter
+
+
+def parse_clean_filter(batch: LineBatch, settings: RunSettings
+                       ) -> tuple[dict[int, pa.RecordBatch], dict[int, list[dict]], Counter]:
+    """Raw lines -> ({text partition: records}, {partition: rejected rows}, tally).
+
+    Every line becomes a record or one count of a drop reason; lines that are not records
+    (except blank ones) also become rejected rows (source, line, reason, raw excerpt).
+    """
+    started = time.perf_counter()
+    tally = Counter(batch.counts)
+    tally["input_records"] += len(batch.lines)
+    rejects: list[dict] = []
+    if batch.read_error is not None:
+        tally["input_records"] += 1
+        tally[drop_reasons.READ_ERROR] += 1
+        rejects.append(reading.Reject(batch.source.name, batch.first_line + len(batch.lines),
+                                      drop_reasons.READ_ERROR, batch.read_error).to_json())
+    line_numbers, ids, texts, kept = _parse_lines(batch, settings.fields, tally, rejects)
+    texts = clean_batch(texts, settings.clean)
+    rows = _length_filter(texts, settings, tally)
+    texts = [texts[row] for row in rows]
+    records = _record_batch(batch.source.name, [line_numbers[row] for row in rows], [ids[row] for row in rows],
+                            texts, [kept[row] for row in rows], settings)
+    partitions = _split_by_text(records, texts, settings.num_partitions)
+    rejected = {partition_of(batch.source.name, settings.num_partitions): rejects} if rejects else {}
+    tally["seconds_parse_clean"] += time.perf_counter() - started
+    return partitions, rejected, tally
+
+
+def _parse_lines(batch: LineBatch, fields: reading.FieldSpec, tally: Counter, rejects: list[dict]):
+    """(line numbers, ids or None, raw texts, kept fields) of the lines that parse; the others counted."""
+    line_numbers, ids, texts, kept = [], [], [], []
+    for offset, raw in enumerate(batch.lines):
+        parsed = drop_reasons.LINE_TOO_LONG if raw is None else reading.parse_line(
+            raw, batch.source.fmt, fields, batch.header)
+        if isinstance(parsed, str):
+            tally[parsed] += 1
+            if parsed != drop_reasons.BLANK_LINE:
+                rejects.append(reading.Reject(batch.source.name, batch.first_line + offset, parsed,
+                                              "" if raw is None else reading.raw_excerpt(raw)).to_json())
+            continue
+        line_numbers.append(batch.first_line + offset)
+        ids.append(parsed[0])
+        texts.append(parsed[1])
+        kept.append(parsed[2])
+    return line_numbers, ids, texts, kept
+
+
+def _length_filter(texts: list[str], settings: RunSettings, tally: Counter) -> list[int]:
+    """Rows whose cleaned text is non-empty and within --min-chars..--max-chars; the others counted."""
+    rows = []
+    for row, text in enumerate(texts):
+        length = len(text)
+        if not length:
+            tally[drop_reasons.EMPTY_AFTER_CLEAN] += 1
+        elif length < settings.min_chars:
+            tally[drop_reasons.TOO_SHORT] += 1
+        elif settings.max_chars is not None and length > settings.max_chars:
+            tally[drop_reasons.TOO_LONG] += 1
+        else:
+            rows.append(row)
+    return rows
+
+
+def _record_batch(source_name: str, line_numbers: list[int], ids: list[str | None], texts: list[str],
+                  kept: list[dict], settings: RunSettings) -> pa.RecordBatch:
+    """The kept records as one Arrow batch of `settings.record_schema()`; a record without an id gets FILE:LINE."""
+    ids = [record_id if record_id is not None else reading.derived_id(source_name, line)
+           for record_id, line in zip(ids, line_numbers)]
+    columns = [pa.array(ids, pa.string()), pa.array(texts, pa.string())]
+    columns += [pa.array([fields[name] for fields in kept], ARROW_TYPES[kind])
+                for name, kind in settings.fields.keep_fields]
+    columns += [pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(ids), np.int32)), pa.array([source_name])),
+                pa.array(line_numbers, pa.int64())]
+    return pa.RecordBatch.from_arrays(columns, schema=settings.record_schema())
+
+
+def _split_by_text(records: pa.RecordBatch, texts: list[str], num_partitions: int) -> dict[int, pa.RecordBatch]:
+    """{partition: its records}; each part is a compact copy (a slice would carry the whole batch's buffers)."""
+    partitions = np.fromiter((partition_of(text, num_partitions) for text in texts), np.int64, len(texts))
+    return {int(partition): records.take(pa.array(np.flatnonzero(partitions == partition)))
+            for partition in np.unique(partitions)}
+
+
+# ---------------------------------------------------------------- dedup
+
+
+def dedup_partition(partition: int, batches: Iterable[pa.RecordBatch], settings: RunSettings
+                    ) -> tuple[pa.Table, dict[int, dict], Counter]:
+    """All records of one text partition -> (records sorted by id, {band partition: band entries}, tally).
+
+    Records are sorted by (id, source, line), so of equal texts the smallest id survives
+    exact dedup whatever the arrival order. With near dedup on, each record's MinHash band
+    keys go out as band entries (see `band_entries`); which records near dedup removes is
+    decided later, over all partitions (transforms.components).
+    """
+    started = time.perf_counter()
+    tally: Counter = Counter()
+    table = pa.Table.from_batches(list(batches), schema=settings.record_schema())
+    table = table.set_column(table.schema.get_field_index("source"), "source",
+                             table.column("source").cast(pa.string()))
+    table = table.take(pc.sort_indices(table, sort_keys=SORT_KEYS)).combine_chunks()
+    if settings.exact_dedup:
+        before = table.num_rows
+        table = table.take(pa.array(first_of_each(table.column("text"))))
+        tally[drop_reasons.EXACT_DUPLICATE] += before - table.num_rows
+    table = table.select(settings.output_schema().names)
+    bands = {}
+    if settings.near is not None and table.num_rows:
+        bands = band_entries(table, partition, settings.near, settings.num_partitions)
+    tally["seconds_dedup_minhash"] += time.perf_counter() - started
+    return table, bands, tally
+
+
+def first_of_each(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Rows (ascending) holding the first occurrence of each distinct value.
+
+    Dictionary encoding numbers the values in order of first appearance, so a row is a
+    first occurrence exactly when its code exceeds every earlier code.
+    """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    codes = pc.dictionary_encode(values).indices.to_numpy()
+    if not len(codes):
+        return np.zeros(0, np.int64)
+    seen_before = np.maximum.accumulate(np.concatenate([[-1], codes[:-1]]))
+    return np.flatnonzero(codes > seen_before)
+
+
+def fixed_width_ids(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """UTF-8 strings as a numpy fixed-width bytes array, straight from the Arrow buffers (no re-encoding).
+
+    Sorted and compared in C, shuffled as one buffer. UTF-8 byte order is code-point order,
+    so the smallest bytes are the smallest id; ids hold no NUL (the parser rejects them),
+    which the width padding would hide.
+    """
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    from transforms.hashing import utf8_buffers
+
+    offsets, data = utf8_buffers(ids.cast(pa.large_string()))
+    lengths = np.diff(offsets)
+    width = max(int(lengths.max(initial=0)), 1)
+    matrix = np.zeros((len(lengths), width), np.uint8)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    matrix[rows, np.arange(len(data)) - np.repeat(offsets[:-1], lengths)] = data
+    return matrix.view(f"S{width}").ravel()
+
+
+def band_entries(table: pa.Table, partition: int, near: NearDedupSettings, num_partitions: int) -> dict[int, dict]:
+    """{band partition: entries}: each record's LSH band keys, with its id and text partition (and text to verify).
+
+    A bucket is one band key; entries go to the partition `key % num_partitions`, so all
+    entries of a bucket meet there (transforms.components.bucket_edges).
+    """
+    from transforms import minhash
+
+    texts = table.column("text").to_pylist()
+    signatures = minhash.signatures(texts, num_perm=near.num_perm, ngram=near.ngram, seed=near.seed)
+    keys = minhash.band_keys(signatures, near.bands, near.rows)
+    ids = fixed_width_ids(table.column("id"))
+    text_array = np.asarray(texts, dtype=object) if near.verify else None
+    target = keys % np.uint64(num_partitions)
+    entries = {}
+    for band_partition in np.unique(target):
+        rows, bands = np.nonzero(target == band_partition)
+        entries[int(band_partition)] = {"key": keys[rows, bands], "id": ids[rows],
+                                        "partition": np.full(len(rows), partition, dtype=np.int32),
+                                        "text": text_array[rows] if text_array is not None else None}
+    return entries
+
+
+# ---------------------------------------------------------------- write
+
+
+def write_partition(partition: int, table: pa.Table, removed_ids: np.ndarray | None, settings: RunSettings
+                    ) -> tuple[str, Counter]:
+    """Write one partition's survivors as `clean/part-XXXXX-of-YYYYY.parquet` in the staging dir: (path, tally).
+
+    `removed_ids` are the partition's ids that near dedup removes (fixed-width bytes), or
+    None when near dedup is off or removed none of them.
+    """
+    started = time.perf_counter()
+    tally: Counter = Counter()
+    if removed_ids is not None:
+        keep = ~np.isin(fixed_width_ids(table.column("id")), removed_ids)
+        tally[drop_reasons.NEAR_DUPLICATE] += int(table.num_rows - keep.sum())
+        table = table.filter(pa.array(keep))
+    tally["output_records"] += table.num_rows
+    path = storage.join(settings.staging, "clean", part_name(partition, settings.num_partitions, "parquet"))
+    write_parquet(table.combine_chunks(), path)
+    tally["seconds_write"] += time.perf_counter() - started
+    return path, tally
+
+
+def write_rejected(partition: int, reject_lists: Iterable[list[dict]], settings: RunSettings) -> str:
+    """Write one partition's rejected rows, sorted by (source, line), as `rejected/part-*.jsonl`."""
+    rows = sorted((row for rejects in reject_lists for row in rejects), key=lambda r: (r["source"], r["line"]))
+    path = storage.join(settings.staging, "rejected", part_name(partition, settings.num_partitions, "jsonl"))
+    with storage.open_output(path) as handle:
+        handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8"))
+    return path
+
+
+def write_clusters(clusters: dict | None, settings: RunSettings) -> str | None:
+    """Write the near-duplicate clusters (id, cluster_id, kept) as `clusters/clusters-00000-of-00001.parquet`."""
+    if clusters is None:
+        return None
+    path = storage.join(settings.staging, "clusters", "clusters-00000-of-00001.parquet")
+    as_strings = [pa.array(clusters[name], pa.binary()).cast(pa.string()) for name in ("id", "cluster_id")]
+    write_parquet(pa.table({"id": as_strings[0], "cluster_id": as_strings[1], "kept": clusters["kept"]}), path)
+    return path
+
+
+def part_name(partition: int, num_partitions: int, suffix: str) -> str:
+    return f"part-{partition:05d}-of-{num_partitions:05d}.{suffix}"
+
+
+def write_parquet(table: pa.Table, path: str) -> None:
+    """Deterministic Parquet bytes for a table (fixed options), through transforms.storage."""
+    with storage.open_output(path) as handle:
+        pq.write_table(table, handle, **PARQUET_OPTIONS)
