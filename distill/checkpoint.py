@@ -7,6 +7,8 @@ and, written last, `COMPLETE.json` with the sha256 of both files. It is assemble
 temporary name and renamed into place, so a crash leaves either the whole checkpoint or none;
 a checkpoint damaged later (truncated copy, bad disk) fails its checksums and the previous one
 is used instead.
+
+See docs/distill.md, "Outputs".
 """
 from __future__ import annotations
 

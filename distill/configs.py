@@ -5,6 +5,8 @@ every checkpoint): which student, which teacher layers initialise it, and a list
 `LossTerm`s (a loss from `distill.losses.LOSSES`, its weight, the teacher and student layer
 it compares, its parameters). The objectives of the CLI are presets that expand into terms.
 Layer indices are 0-based encoder layer indices (-1 is the last).
+
+See docs/distill.md, "Objectives".
 """
 from __future__ import annotations
 

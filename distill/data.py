@@ -10,6 +10,8 @@ run resumable at an exact position and independent of the number of loader worke
   g = j*R + r, and loader worker w of W takes the rank's batches j = start + w + k*W, which the
   DataLoader hands out round-robin, i.e. in order;
 - masking is seeded from (seed, epoch, g).
+
+See docs/distill.md, "Data".
 """
 from __future__ import annotations
 

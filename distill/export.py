@@ -6,6 +6,8 @@ DIR/student/ holds config.json, model.safetensors and the shards' tokenizer file
 (output_attentions, return_dict, ...): the seeds' KoMiniLM configs shipped
 `output_attentions: true, return_dict: false`, which silently changes what every user's
 forward() returns. The directory appears atomically (built beside, then renamed).
+
+See docs/distill.md, "Outputs".
 """
 from __future__ import annotations
 

@@ -13,6 +13,8 @@ error) with the format taken from the suffix as everywhere else (`transforms.rea
 
 Texts go through the corpus cleaner (transforms.clean.clean_text), as the pretraining text did.
 Every line read is either kept or counted under a drop reason.
+
+See docs/distill.md, "Sentiment files".
 """
 from __future__ import annotations
 

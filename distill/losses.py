@@ -5,6 +5,8 @@ and returns a 0-dim float32 tensor. No per-example Python loops, no ``.item()``,
 data-dependent shapes: the same graph runs on CPU, CUDA and XLA without recompiling.
 Padding is handled with masks (padded keys get no probability, padded query rows and
 empty prediction slots get no weight), never by selecting elements.
+
+See docs/distill.md, "Objectives".
 """
 from __future__ import annotations
 

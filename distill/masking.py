@@ -6,6 +6,8 @@ positions into a fixed number of slots per sequence, so that the MLM head only r
 a prediction is made and XLA never sees a new shape. Randomness comes only from the
 torch.Generator passed in, which the loader seeds from (seed, epoch, batch index): the
 masks of a batch are the same however many workers or restarts there were.
+
+See docs/distill.md, "Data".
 """
 from __future__ import annotations
 

@@ -6,6 +6,8 @@ Q, K and V are read from forward hooks on the attention projections (the `query`
 `value` Linear modules), so the models keep their fast attention kernels (sdpa) and never
 materialise attention probabilities for `output_attentions`; the losses rebuild the
 distributions they need from Q and K.
+
+See docs/distill.md, "Objectives" (how it runs).
 """
 from __future__ import annotations
 
