@@ -1,8 +1,9 @@
 """Where training runs: CUDA (one GPU, or several through torchrun + DDP), TPU (torch_xla), or the CPU.
 
-torch_xla is imported only when asked for, or when it is installed and no GPU is. The differences stay in this module: device and process group set-up, the autocast context,
-the teacher's dtype, the gradient all-reduce across TPU replicas (xm.reduce_gradients; DDP does
-it for GPUs), the step barrier XLA needs (torch_xla.sync) and the RNG state saved in checkpoints.
+torch_xla is imported only when asked for, or when it is installed and no GPU is. The
+differences stay in this module: device and process group set-up, the autocast context, the
+teacher's dtype, the gradient all-reduce across TPU replicas (xm.reduce_gradients; DDP does it
+for GPUs), the step barrier XLA needs (torch_xla.sync) and the RNG state saved in checkpoints.
 
 See docs/distill.md, "Devices".
 """
