@@ -1,6 +1,6 @@
 """Runners (issue 7): presets; pipeline.run and pipeline.shard through Beam's portable runner
 byte-identical to DirectRunner; the Dataflow job built offline with this project staged; and
-pipeline.run reading and writing s3:// (moto's in-process S3).
+pipeline.run reading and writing s3:// (moto's S3 server on a local port, reached by pyarrow's S3 client).
 """
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ from pathlib import Path
 
 import apache_beam as beam
 import pytest
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.value_provider import RuntimeValueProvider
 from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptions, PipelineOptions, PortableOptions,
                                                   SetupOptions, StandardOptions, WorkerOptions)
 from apache_beam.portability.api import beam_runner_api_pb2
@@ -28,7 +26,7 @@ from runners import dataflow, presets, staging
 from runners.presets import expand_preset, pipeline_options
 from transforms import shard_stages
 from transforms import token_shards as ts
-from transforms.corpus_beam import InputFile
+from transforms.corpus_stages import SourceFile
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_OPTIONS = ["--write-clusters", "--num-shards", "4", "--quiet"]  # near dedup is on by default
@@ -211,9 +209,10 @@ def test_pipeline_shard_on_the_portable_runner_is_byte_identical(shard_runs):
 
 
 def test_both_commands_take_a_preset(tmp_path, capsys):
-    with pytest.raises(corpus_run.UsageError, match="unknown --preset 'nope'"):
-        corpus_run.run(["--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "out"),
-                        "--preset", "nope"])
+    with pytest.raises(SystemExit) as exit_status:  # pipeline.run's --preset is an argparse choice
+        corpus_run.main(["--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "out"),
+                         "--preset", "nope"])
+    assert exit_status.value.code == 2 and "argument --preset: invalid choice: 'nope'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_status:  # pipeline.shard's --preset is an argparse choice
         shard.main(["--input", str(tmp_path / "missing"), "--tokenizer", str(tmp_path / "tok"),
                     "--output", str(tmp_path / "shards"), "--preset", "nope"])
@@ -254,12 +253,13 @@ def staged_files(job) -> dict[str, str]:
 def test_dataflow_job_for_pipeline_run_is_built_with_the_project_staged(offline_google_auth):
     from apache_beam.runners.dataflow.internal import apiclient
 
-    args, _ = corpus_run.build_parser().parse_known_args(["--output", "gs://koforge-test-bucket/corpus",
-                                                          "--write-clusters"])
-    inputs = [InputFile(f"gs://koforge-test-bucket/raw/part-{i}.jsonl.gz", f"part-{i}.jsonl.gz", "jsonl")
-              for i in range(3)]
-    job = dataflow_dry_run(lambda pipeline: corpus_run.build_pipeline(
-        pipeline, inputs, args, "gs://koforge-test-bucket/corpus/_temporary", 64, corpus_run.near_dedup_options(args)))
+    from pipeline import beam_run
+
+    args, _ = corpus_run.parse_arguments(["--output", "gs://koforge-test-bucket/corpus", "--write-clusters"])
+    settings = corpus_run.run_settings(args, "gs://koforge-test-bucket/corpus/_temporary", 64)
+    sources = [SourceFile(f"gs://koforge-test-bucket/raw/part-{i}.jsonl.gz", f"part-{i}.jsonl.gz", "jsonl")
+               for i in range(3)]
+    job = dataflow_dry_run(lambda pipeline: beam_run.build_graph(pipeline, sources, settings))
 
     assert job.proto.type_.name == "JOB_TYPE_BATCH"
     transforms = job.proto_pipeline.components.transforms.values()
@@ -302,7 +302,8 @@ def test_dataflow_staged_package_holds_the_project_and_its_dependencies(corpus_r
                                if m.name.count("/") == 1 and m.name.endswith("/PKG-INFO"))
         pkg_info = Parser().parsestr(archive.extractfile(pkg_info_member).read().decode("utf-8"))
     assert {"setup.py", "pyproject.toml", "pipeline/run.py", "pipeline/shard.py", "pipeline/beam_shard.py",
-            "transforms/shard_stages.py", "transforms/special_tokens.py", "transforms/corpus_beam.py",
+            "transforms/shard_stages.py", "transforms/special_tokens.py", "pipeline/beam_run.py",
+            "transforms/corpus_stages.py", "transforms/drop_reasons.py",
             "transforms/minhash.py", "transforms/components.py", "transforms/token_shards.py",
             "runners/presets.py"} <= members
     assert pkg_info["Name"] == "koforge"
@@ -315,35 +316,43 @@ def test_dataflow_staged_package_holds_the_project_and_its_dependencies(corpus_r
 # ---------------------------------------------------------------- s3:// end to end
 
 
-def test_pipeline_run_reads_and_writes_s3(corpus_runs, tmp_path, monkeypatch):
-    moto = pytest.importorskip("moto", reason="needs the test extra (moto[s3])")
-    import boto3
-
+@pytest.fixture()
+def s3_server(monkeypatch):
+    """moto's S3 on a local port; AWS_ENDPOINT_URL sends pyarrow's S3 client (and boto3) there, never to AWS."""
+    server_module = pytest.importorskip("moto.server", reason="needs the test extra (moto[s3,server])")
     for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
                        "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.devnull,
                        "AWS_SHARED_CREDENTIALS_FILE": os.devnull}.items():
         monkeypatch.setenv(key, value)
-    # As in a fresh process: no Pipeline has handed Beam's FileSystems its options yet.
-    monkeypatch.setattr(FileSystems, "_pipeline_options", None)
-    monkeypatch.setattr(RuntimeValueProvider, "runtime_options", None)
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")  # pyarrow >= 15 and boto3 read it
+    yield
+    server.stop()
+
+
+def test_pipeline_run_reads_and_writes_s3(corpus_runs, tmp_path, s3_server):
+    import boto3
+
     local = tmp_path / "sample_comments.jsonl"
     write_sample(local)  # the file the local runs read: same name, same bytes
     direct, direct_stats = corpus_runs["direct"]
-    with moto.mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="corpus")
-        s3.upload_file(str(local), "corpus", "raw/sample_comments.jsonl")
-        s3.put_object(Bucket="corpus", Key="out/clean/part-00009-of-00010.parquet", Body=b"an earlier run")
-        argv = ["--input", "s3://corpus/raw/*.jsonl", "--output", "s3://corpus/out", *RUN_OPTIONS,
-                "--s3_region_name", "us-east-1"]
-        with pytest.raises(corpus_run.UsageError, match="already holds"):
-            corpus_run.run(argv)
-        stats = corpus_run.run([*argv, "--overwrite"])
-        keys = sorted(item["Key"] for item in s3.list_objects_v2(Bucket="corpus", Prefix="out/")["Contents"])
-        expected = tree_digest(direct, ("clean", "rejected", "clusters"))
-        assert keys == sorted([f"out/{name}" for name in expected] + ["out/stats.json"])
-        for name, digest in expected.items():
-            body = s3.get_object(Bucket="corpus", Key=f"out/{name}")["Body"].read()
-            assert hashlib.sha256(body).hexdigest() == digest, name
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="corpus")
+    s3.upload_file(str(local), "corpus", "raw/sample_comments.jsonl")
+    s3.put_object(Bucket="corpus", Key="out/clean/part-00009-of-00010.parquet", Body=b"an earlier run")
+    argv = ["--input", "s3://corpus/raw/*.jsonl", "--output", "s3://corpus/out", *RUN_OPTIONS]
+    with pytest.raises(corpus_run.UsageError, match="already holds"):
+        corpus_run.run(argv)
+    stats = corpus_run.run([*argv, "--overwrite"])
+    # pyarrow's S3 client marks the directories it creates with empty "dir/" objects: the files are the rest.
+    keys = sorted(item["Key"] for item in s3.list_objects_v2(Bucket="corpus", Prefix="out/")["Contents"]
+                  if not item["Key"].endswith("/") or item["Size"])
+    expected = tree_digest(direct, ("clean", "rejected", "clusters"))
+    assert keys == sorted([f"out/{name}" for name in expected] + ["out/stats.json"])
+    for name, digest in expected.items():
+        body = s3.get_object(Bucket="corpus", Key=f"out/{name}")["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == digest, name
     assert stats["output_records"] == direct_stats["output_records"]
     assert sorted(stats["files"]["output"]) == [f"s3://corpus/out/{name}" for name in sorted(expected)]
