@@ -246,7 +246,8 @@ def restore(run: Run) -> TrainState:
 def check_checkpoint(run: Run, saved: dict, path: Path) -> None:
     """Refuse a checkpoint of another model or world size; review the TrainConfig changes."""
     before, now = json.loads(saved["config"]), json.loads(run.setup.config.to_json())
-    before.pop("mlm_probability", None), now.pop("mlm_probability", None)  # TrainConfig's to review
+    for config in (before, now):
+        config.pop("mlm_probability", None)  # reviewed with the TrainConfig below (--allow-config-change)
     if before != now:
         keys = sorted(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
         raise ValueError(f"{path} was trained with another distillation config ({', '.join(keys)} differ); "

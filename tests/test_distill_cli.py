@@ -95,11 +95,15 @@ def test_resume_with_another_batch_size_is_refused(world, sliced, capsys):
 def test_resume_refuses_every_guarded_change_at_once(world, sliced, capsys):
     capsys.readouterr()
     code = train(world, sliced, "--max-steps", "6", "--save-every", "2", "--resume", "--seed", "1",
-                 "--grad-accum", "2", "--shuffle-buffer", "100")
+                 "--grad-accum", "2", "--shuffle-buffer", "100", "--mlm-probability", "0.2")
     assert code == 2
     line = usage_error_line(capsys.readouterr().err)
-    for option in ("--seed 0 -> 1", "--grad-accum 1 -> 2", "--shuffle-buffer 500 -> 100"):
+    for option in ("--seed 0 -> 1", "--grad-accum 1 -> 2", "--shuffle-buffer 500 -> 100", "--mlm-probability 0.15 -> 0.2"):
         assert option in line
+    code = train(world, sliced, "--max-steps", "6", "--resume", "--allow-config-change", "--objective", "minilmv2",
+                 "--relation-heads", "8")
+    assert code == 2  # another model: no option allows that
+    assert "was trained with another distillation config (objective, terms differ)" in capsys.readouterr().err
 
 
 def test_resume_with_more_steps_and_another_lr_is_accepted_and_reported(world, sliced, capsys):
