@@ -6,8 +6,8 @@ light random edits, shuffled. The ground truth is every pair at exact Jaccard >=
 the same shingle sets, found by an exact prefix-filter join (see `exact_similar_pairs`).
 The near dedup under test is the chain pipeline.run runs: signatures -> band keys
 (`band_entries`) -> bucket stars (`bucket_edges`, verified with --verify) ->
-connected_components; datasketch's in-memory MinHashLSH over the same shingles is the peer. Speed: `signatures` vs datasketch `MinHash.bulk` on the same shingles, one
-core, in the same run.
+connected_components; datasketch's in-memory MinHashLSH over the same shingles is the peer.
+Speed: `signatures` vs datasketch `MinHash.bulk` on the same shingles, one core, in the same run.
 
 `python -m bench.bench_near_dedup` (or `make bench`) writes bench/results/near_dedup.md.
 """

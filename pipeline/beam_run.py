@@ -1,11 +1,10 @@
 """The Beam graph of pipeline.run: thin DoFns over transforms.corpus_stages, and the counts they add up.
 
     files -> ReadLines -> Spread -> ParseCleanFilter -> GroupByPartition -> Dedup -> Write
-                                          |                                  | band entries
-                                          +-> GroupRejected -> WriteRejected  +-> GroupByBandPartition
-                                                                                -> BucketEdges -> CollectEdges
-                                                                                -> Components -> RemovedIds (side input of Write)
-                                                                                              -> WriteClusters
+                                     |                                       |        ^ removed ids
+                                     +-> GroupRejected -> WriteRejected      |        | (side input)
+                                                                             +-> band entries -> GroupByBandPartition
+        -> BucketEdges -> CollectEdges -> Components -> RemovedIds (and WriteClusters with --write-clusters)
 
 Elements are batches (LineBatch, Arrow record batches, numpy arrays), never single
 comments: Beam's Python SDK costs microseconds per element and a comment is ~35

@@ -1,4 +1,4 @@
-"""Exact dedup of one partition (transforms.corpus_stages.dedup_partition): the smallest id survives, whatever the order."""
+"""Exact dedup of one partition (transforms.corpus_stages.dedup_partition): the smallest id survives, in any order."""
 import random
 
 import pyarrow as pa

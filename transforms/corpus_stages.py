@@ -81,7 +81,7 @@ class RunSettings:
 
 @dataclass(frozen=True)
 class SourceFile:
-    """One input file: where it is, the name ids and rejected/ show (relative to the inputs' common prefix), its format."""
+    """One input file: its path, the name ids and rejected/ show (relative to the inputs' common prefix), its format."""
 
     path: str
     name: str
