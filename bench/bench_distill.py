@@ -42,7 +42,8 @@ from bench.common import (
     read_nsmc_texts,
     write_clean_corpus,
 )
-from distill.configs import DistillConfig, objective_terms, student_config_dict
+from distill.attention import allowed_pairs, attention_bias, row_layout
+from distill.configs import DistillConfig, TermSettings, objective_terms, student_config_dict
 from distill.data import ShardBatches, open_shard_dir, open_split
 from distill.losses import Masks, relation_log_probs
 from distill.masking import masking_spec
@@ -118,7 +119,7 @@ def minilm_setup(vocab_size: int, attention: str = "sdpa") -> tuple[DistillConfi
     student_dict = student_config_dict("minilm-23m", teacher_config, vocab_size, 0)
     config = DistillConfig(
         objective="minilm", student=student_dict,
-        terms=objective_terms("minilm", 12, student_dict["num_hidden_layers"], None, 48, 2.0, {}),
+        terms=objective_terms("minilm", 12, student_dict["num_hidden_layers"], None, TermSettings(48, 2.0), {}),
         init_from_teacher_layers=None, mlm_probability=0.15, teacher_layers=12,
         teacher_hidden_size=teacher_config.hidden_size,
     )
@@ -152,14 +153,19 @@ def our_step(config: DistillConfig, teacher_model, student_model, batch: dict, a
     model = CapturingStudent(student_model, config)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     context = autocast or (lambda: torch.autocast("cpu", enabled=False))
-    masks = Masks(tokens=batch["attention_mask"], targets=batch["input_ids"][:, :0])
+    segments, positions = row_layout(batch["input_ids"], pad_id=0)
+    if "segments" in batch:  # a loader batch carries its documents' layout
+        segments, positions = batch["segments"], batch["position_ids"]
+    allowed = allowed_pairs(segments)
+    bias = attention_bias(allowed, torch.bfloat16 if autocast else torch.float32)
+    masks = Masks(tokens=batch["attention_mask"], targets=batch["input_ids"][:, :0], pairs=allowed)
     heads = student_model.config.num_attention_heads
 
     def phases():
         with context():
-            teacher_out = teacher(batch["input_ids"], batch["attention_mask"], None)
+            teacher_out = teacher(batch["input_ids"], bias, positions, None)
             yield
-            student_out = model(batch["input_ids"], batch["attention_mask"])
+            student_out = model(batch["input_ids"], bias, positions)
             yield
         total = torch.stack(term_losses(config.terms, student_out, teacher_out, masks, heads, teacher.num_heads)).sum()
         yield
@@ -240,9 +246,9 @@ def bench_loss(batch_size: int = 64, heads: int = 12, repeats: int = 5) -> dict:
     rand = lambda width: torch.randn(batch_size, SEQ_LEN, width, generator=g)  # noqa: E731
     teacher = {"0.query": rand(768), "0.key": rand(768), "0.value": rand(768)}
     student = {"0.query": rand(384), "0.key": rand(384), "0.value": rand(384)}
-    terms = objective_terms("minilm", 1, 1, None, 48, 2.0, {})
+    terms = objective_terms("minilm", 1, 1, None, TermSettings(48, 2.0), {})
     masks = Masks(tokens=tokens, targets=torch.zeros(batch_size, 0, dtype=torch.long))
-    probs = {name: relation_log_probs(side["0.query"], side["0.key"], heads, tokens).exp()
+    probs = {name: relation_log_probs(side["0.query"], side["0.key"], heads, tokens[:, None, :]).exp()
              for name, side in (("teacher", teacher), ("student", student))}
 
     def ours():

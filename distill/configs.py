@@ -16,8 +16,8 @@ from pathlib import Path
 
 from transformers import BertConfig
 
-from distill.losses import LOSSES, STUDENT_NEEDS, TEACHER_NEEDS
-from distill.options import OBJECTIVES  # the choices live where --help can read them without torch
+from distill.losses import LOSSES, RELATION_LOSSES, STUDENT_NEEDS, needs
+from distill.recipes import OBJECTIVES, RECIPES, valid_relation_heads  # torch-free, where --help reads them
 
 STUDENT_PRESETS: dict[str, dict] = {
     # KoMiniLM-23M and -68M (seed 000).
@@ -26,14 +26,12 @@ STUDENT_PRESETS: dict[str, dict] = {
     # DistilKoBERT (seed 001): 3 layers of the teacher's shape, initialised from teacher layers 1, 5, 9.
     "distil-3l": {"num_hidden_layers": 3},
 }
-PRESET_INIT_LAYERS: dict[str, list[int]] = {"distil-3l": [0, 4, 8]}
+PRESET_INIT_LAYERS: dict[str, list[int]] = {"distil-3l": [0, 4, 8]}  # DistilKoBERT's extract_distilbert.py
 # Shape-independent settings a preset student inherits from its teacher.
 INHERITED = ("hidden_act", "layer_norm_eps", "max_position_embeddings", "type_vocab_size", "initializer_range")
 # Flags that change what forward() returns; they belong to a call, not to a saved model.
 RUNTIME_FLAGS = ("output_attentions", "output_hidden_states", "return_dict", "torchscript")
-# DistilBERT's published weights (alpha_ce, alpha_mlm, alpha_cos) and temperature.
-DEFAULT_WEIGHTS = {"soft_target_kl": 5.0, "mlm_cross_entropy": 2.0}
-LOGIT_TERMS = frozenset(name for name, needs in STUDENT_NEEDS.items() if "logits" in needs)
+LOGIT_TERMS = frozenset(name for name, read in STUDENT_NEEDS.items() if "logits" in read)
 
 
 @dataclass(frozen=True)
@@ -59,9 +57,11 @@ class DistillConfig:
     student: dict
     terms: list[LossTerm]
     init_from_teacher_layers: list[int] | None
-    mlm_probability: float
+    mlm_probability: float | None
     teacher_layers: int
     teacher_hidden_size: int
+    attention_scope: str = "row"  # configs written before the option existed ran on whole rows
+    reference: str = ""  # where the objective's default weights and optimizer come from (distill.recipes)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -75,20 +75,24 @@ class DistillConfig:
     def student_config(self) -> BertConfig:
         return BertConfig(**self.student)
 
+    def reads(self, side: str) -> set[str]:
+        """Everything the terms read from one side ("teacher" or "student")."""
+        return set().union(*(needs(t.name, t.params, side) for t in self.terms))
+
     def teacher_depth(self) -> int:
         """Teacher layers the losses need: all of them when a loss reads the teacher's logits."""
-        if any("logits" in TEACHER_NEEDS[t.name] for t in self.terms):
+        if self.needs_teacher_logits():
             return self.teacher_layers
-        return max((t.teacher_layer for t in self.terms if TEACHER_NEEDS[t.name]), default=-1) + 1
+        return max((t.teacher_layer for t in self.terms if needs(t.name, t.params, "teacher")), default=-1) + 1
 
     def needs_teacher_logits(self) -> bool:
-        return any("logits" in TEACHER_NEEDS[t.name] for t in self.terms)
+        return bool(self.reads("teacher") & {"logits", "token_logits"})
 
     def needs_student_logits(self) -> bool:
-        return any("logits" in STUDENT_NEEDS[t.name] for t in self.terms)
+        return bool(self.reads("student") & {"logits", "token_logits"})
 
     def needs_teacher(self) -> bool:
-        return any(TEACHER_NEEDS[t.name] for t in self.terms)
+        return bool(self.reads("teacher"))
 
     def term_labels(self) -> list[str]:
         """Metric names: the loss name, with its layers when the name occurs more than once."""
@@ -128,20 +132,26 @@ def parse_weights(text: str) -> dict[str, float]:
     return weights
 
 
-def student_config_dict(spec: str, teacher: BertConfig, vocab_size: int, pad_id: int) -> dict:
+def student_config_dict(spec: str, teacher: BertConfig, vocab_size: int, pad_id: int, seq_len: int | None = None) -> dict:
     """The student's BertConfig as a dict of its non-default values: a preset (shape from the
     preset, the rest from the teacher), or a BertConfig JSON file. The vocabulary is always the
-    shards' (vocab_size, pad id); runtime flags such as output_attentions are dropped."""
+    shards' (vocab_size, pad id): a JSON file that says otherwise is refused rather than silently
+    trained at another size, as is one with fewer positions than the shards' sequences. Runtime
+    flags such as output_attentions are dropped."""
     if spec in STUDENT_PRESETS:
         base = teacher.to_dict() if spec == "distil-3l" else {key: getattr(teacher, key) for key in INHERITED}
         values = {**base, **STUDENT_PRESETS[spec]}
     else:
-        path = Path(spec)
-        if not path.is_file():
-            raise ValueError(f"--student must be one of {sorted(STUDENT_PRESETS)} or a BertConfig JSON file; {spec} is neither")
-        values = json.loads(path.read_text(encoding="utf-8"))
-        if values.get("model_type", "bert") != "bert":
-            raise ValueError(f"{spec}: the student must be a BERT config, got model_type {values['model_type']!r}")
+        values = student_json(spec)
+        conflicts = [f"{key} {values[key]} (the shards' tokenizer has {want})"
+                     for key, want in (("vocab_size", vocab_size), ("pad_token_id", pad_id))
+                     if key in values and values[key] != want]
+        positions = values.get("max_position_embeddings", BertConfig().max_position_embeddings)
+        if seq_len is not None and positions < seq_len:
+            conflicts.append(f"max_position_embeddings {positions} (the shards' sequences have {seq_len} tokens)")
+        if conflicts:
+            raise ValueError(f"--student {spec} conflicts with the shards: {'; '.join(conflicts)}; remove these "
+                             "keys (the student takes the shards' vocabulary) or fix them")
     values.update(vocab_size=vocab_size, pad_token_id=pad_id)
     for key in RUNTIME_FLAGS:
         values.pop(key, None)
@@ -151,47 +161,86 @@ def student_config_dict(spec: str, teacher: BertConfig, vocab_size: int, pad_id:
     return clean
 
 
+def student_json(spec: str) -> dict:
+    """A student given as a BertConfig JSON file."""
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"--student must be one of {sorted(STUDENT_PRESETS)} or a BertConfig JSON file; {spec} is neither")
+    values = json.loads(path.read_text(encoding="utf-8"))
+    if values.get("model_type", "bert") != "bert":
+        raise ValueError(f"{spec}: the student must be a BERT config, got model_type {values['model_type']!r}")
+    return values
+
+
+@dataclass(frozen=True)
+class TermSettings:
+    """The parameters the loss terms take (resolved: no None)."""
+
+    relation_heads: int
+    temperature: float
+    soft_target_positions: str = "all"  # the DistilBERT reference: every real token
+    relation_average: str = "sequence"  # the MiniLM papers: the mean of each sequence's mean
+
+
+def term_params(name: str, family: str, settings: TermSettings) -> dict:
+    """A term's parameters: MiniLMv2's relation heads, the relation average, the soft-target ones."""
+    params: dict = {}
+    if name in RELATION_LOSSES:
+        params["average"] = settings.relation_average
+        if name in ("query_relation_kl", "key_relation_kl") or (name == "value_relation_kl" and family == "minilmv2"):
+            params["relation_heads"] = settings.relation_heads
+    if name == "soft_target_kl":
+        params.update(temperature=settings.temperature, positions=settings.soft_target_positions)
+    return params
+
+
 def objective_terms(
     objective: str,
     teacher_layers: int,
     student_layers: int,
     layer_map: list[tuple[int, int]] | None,
-    relation_heads: int,
-    temperature: float,
+    settings: TermSettings,
     weights: dict[str, float],
 ) -> list[LossTerm]:
-    """Expand an objective into loss terms; `weights` overrides weights, adds terms (with the
-    objective's layer pairs) and removes terms (weight 0)."""
+    """Expand an objective into loss terms with its recipe's weights; `weights` overrides weights,
+    adds terms (with the objective's layer pairs) and removes terms (weight 0)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"--objective must be one of {OBJECTIVES}, got {objective!r}")
+    recipe = RECIPES[objective]
     pairs = [
         (resolve_layer(t, teacher_layers, "teacher"), resolve_layer(s, student_layers, "student"))
         for t, s in (layer_map or [(-1, -1)])
     ]
-    names = {
-        "minilm": ["attention_kl", "value_relation_kl"],
-        "minilmv2": ["query_relation_kl", "key_relation_kl", "value_relation_kl"],
-        "distilbert": ["soft_target_kl", "mlm_cross_entropy", "hidden_cosine"],
-    }[objective]
-    names += [name for name in weights if name not in names]
-    params = {
-        "query_relation_kl": {"relation_heads": relation_heads},
-        "key_relation_kl": {"relation_heads": relation_heads},
-        "value_relation_kl": {"relation_heads": relation_heads} if objective == "minilmv2" else {},
-        "soft_target_kl": {"temperature": temperature},
-    }
+    names = list(recipe.weights) + [name for name in weights if name not in recipe.weights]
     terms = []
     for name in names:
-        weight = weights.get(name, DEFAULT_WEIGHTS.get(name, 1.0))
+        weight = weights.get(name, recipe.weights.get(name, 1.0))
         if weight == 0:
             continue
+        params = term_params(name, recipe.losses, settings)
         if name in LOGIT_TERMS:
-            terms.append(LossTerm(name, weight, params=params.get(name, {})))
+            terms.append(LossTerm(name, weight, params=params))
         else:
-            terms.extend(LossTerm(name, weight, t, s, params.get(name, {})) for t, s in pairs)
+            terms.extend(LossTerm(name, weight, t, s, params) for t, s in pairs)
     if not terms:
         raise ValueError("every loss term has weight 0: nothing to train")
     return terms
+
+
+def inapplicable_options(given: dict[str, object], terms: list[LossTerm]) -> list[str]:
+    """The options given (name -> value, None when not given) that no term of this run reads:
+    accepting them silently would let a user believe they changed the run."""
+    names = {term.name for term in terms}
+    reads = {
+        "--relation-heads": any("relation_heads" in term.params for term in terms),
+        "--relation-average": bool(names & RELATION_LOSSES),
+        "--temperature": "soft_target_kl" in names,
+        "--soft-target-positions": "soft_target_kl" in names,
+        "--mlm-probability": bool(names & LOGIT_TERMS),
+        "--teacher-layer": any(term.is_layer_term for term in terms),
+        "--layer-map": any(term.is_layer_term for term in terms),
+    }
+    return [option for option, value in given.items() if value is not None and not reads.get(option, True)]
 
 
 def validate(config: DistillConfig, teacher: BertConfig) -> None:
@@ -209,7 +258,9 @@ def validate(config: DistillConfig, teacher: BertConfig) -> None:
         if heads is not None:
             for who, width in (("teacher", teacher.hidden_size), ("student", student.hidden_size)):
                 if width % heads:
-                    raise ValueError(f"--relation-heads {heads} does not divide the {who} hidden size {width}")
+                    valid = ", ".join(map(str, valid_relation_heads(teacher.hidden_size, student.hidden_size)))
+                    raise ValueError(f"--relation-heads {heads} does not divide the {who} hidden size {width}; "
+                                     f"valid: {valid} (or auto)")
         elif term.name in ("attention_kl", "value_relation_kl") and student.num_attention_heads != teacher.num_attention_heads:
             raise ValueError(
                 f"the minilm objective compares attention heads one to one: the teacher has "

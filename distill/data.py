@@ -23,18 +23,25 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from distill.attention import layout
 from distill.masking import MaskingSpec, mask_tokens, prediction_slots
+from tokenizer_training.loading import LoadedTokenizer, TokenizerSourceError, load_tokenizer
 from transforms import token_shards
 from transforms.token_shards import TokenShardError
 
 
 @dataclass(frozen=True)
 class ShardDir:
-    """A verified shard directory: its manifest, the tokenizer's vocabulary and where things are."""
+    """A verified shard directory: its manifest, its tokenizer (the normal-form files the student is
+    exported with, and the vocabulary) and where things are."""
 
     root: Path
     manifest: dict
-    vocab: list[str]
+    tokenizer: LoadedTokenizer
+
+    @property
+    def vocab(self) -> list[str]:
+        return self.tokenizer.vocab
 
     @property
     def tokenizer_dir(self) -> Path:
@@ -63,23 +70,23 @@ class ShardSplit:
 
 
 def open_shard_dir(root: str | Path, verify: bool = True) -> ShardDir:
-    """Load and verify the manifest (checksums, tokenizer fingerprint) and read the vocabulary.
+    """Load and verify the manifest (checksums, tokenizer fingerprint) and read the tokenizer.
 
-    Raises TokenShardError with the reason when anything disagrees.
+    The tokenizer is read through tokenizer_training.loading, so shards written before pipeline.shard
+    normalised their tokenizer (a copy of a whole model directory, or a tokenizer.json without
+    vocab.txt) still give exactly the tokenizer files, never weights. Raises TokenShardError with
+    the reason when anything disagrees.
     """
     root = Path(root)
     manifest = token_shards.load_manifest(root, verify=verify)
-    vocab_path = root / "tokenizer" / "vocab.txt"
-    if not vocab_path.is_file():
-        raise TokenShardError(f"{vocab_path} is missing: the shards carry no tokenizer vocabulary")
-    vocab = vocab_path.read_text(encoding="utf-8").split("\n")
-    if vocab and vocab[-1] == "":
-        vocab.pop()
-    if len(vocab) != int(manifest["vocab_size"]):
-        raise TokenShardError(
-            f"{vocab_path} has {len(vocab)} tokens but manifest.json says vocab_size {manifest['vocab_size']}"
-        )
-    return ShardDir(root=root, manifest=manifest, vocab=vocab)
+    try:
+        tokenizer = load_tokenizer(str(root / "tokenizer"), "the shards' tokenizer", verify=False)
+    except TokenizerSourceError as error:
+        raise TokenShardError(str(error)) from error
+    if len(tokenizer.vocab) != int(manifest["vocab_size"]):
+        raise TokenShardError(f"{root / 'tokenizer'} has {len(tokenizer.vocab)} tokens but manifest.json says "
+                              f"vocab_size {manifest['vocab_size']}")
+    return ShardDir(root=root, manifest=manifest, tokenizer=tokenizer)
 
 
 def open_split(shards: ShardDir, split: str) -> ShardSplit:
@@ -121,11 +128,16 @@ class ShardBatches(IterableDataset):
     world_size: int = 1
     repeat: bool = True
     start: int = 0
+    attention_scope: str = "row"
+    cls_id: int | None = None
+    sep_id: int | None = None
     _arrays: list[np.ndarray] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch size must be positive, got {self.batch_size}")
+        if self.attention_scope == "document" and (self.cls_id is None or self.sep_id is None):
+            raise ValueError("attention scope document needs the [CLS] and [SEP] ids")
         if self.repeat and self.batches_per_epoch() == 0:
             raise ValueError(
                 f"{self.split.total_rows} sequences are fewer than one batch of {self.batch_size} "
@@ -179,9 +191,12 @@ class ShardBatches(IterableDataset):
             ids[here] = self._arrays[int(shard)][rows[here]]
         input_ids = torch.from_numpy(ids)
         attention_mask = input_ids != self.pad_id
+        segments, position_ids = layout(input_ids, self.attention_scope, self.cls_id, self.sep_id, self.pad_id)
         batch = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
+            "segments": segments,
+            "position_ids": position_ids,
             "tokens": int(np.count_nonzero(ids != self.pad_id)),
         }
         if self.masking is not None:

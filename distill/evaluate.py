@@ -48,7 +48,7 @@ def score_shards(args: argparse.Namespace, device, progress: cli.Progress) -> di
     check_model(model, "the model", args.model, shards)
     teacher = None
     if args.teacher:
-        teacher = load_masked_lm(args.teacher, device)
+        teacher = load_masked_lm(args.teacher, device, "--teacher")
         check_model(teacher, "the teacher", args.teacher, shards)
     batches = ShardBatches(
         split,
@@ -57,6 +57,9 @@ def score_shards(args: argparse.Namespace, device, progress: cli.Progress) -> di
         masking=masking_spec(shards.vocab, shards.special_ids, shards.seq_len, args.mlm_probability),
         pad_id=shards.special_ids["pad"],
         repeat=False,
+        attention_scope=args.attention_scope,
+        cls_id=shards.special_ids["cls"],
+        sep_id=shards.special_ids["sep"],
     )
     total = min(batches.batches_per_epoch(), args.max_batches or batches.batches_per_epoch())
     progress.say(f"masked-LM metrics of {args.model} on {total:,} {args.split} batches")
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         try:
             report = evaluate(args, cli.Progress(options.EVALUATE, not args.quiet))
-        except ValueError as error:  # includes TokenShardError and VocabularyMismatch
+        except ValueError as error:  # includes TokenShardError, VocabularyMismatch and TokenizerSourceError
             raise cli.UsageError(str(error)) from error
         if args.output:
             from transforms.storage import write_json_atomic

@@ -1,6 +1,8 @@
 """Export the student as a plain Hugging Face model directory.
 
-DIR/student/ holds config.json, model.safetensors and the shards' tokenizer files, so that
+DIR/student/ holds config.json, model.safetensors and the shards' tokenizer files (exactly the
+four of tokenizer_training.loading's normal form: whatever else a shards' tokenizer/ holds, weights
+of a teacher included, never reaches the student), so that
 `AutoModel.from_pretrained`, `AutoModelForMaskedLM.from_pretrained` and
 `AutoTokenizer.from_pretrained` all load it. The config carries no runtime flags
 (output_attentions, return_dict, ...): the seeds' KoMiniLM configs shipped
@@ -22,8 +24,8 @@ from transformers import BertConfig, BertForMaskedLM
 from distill.configs import RUNTIME_FLAGS
 
 
-def export_student(student: BertForMaskedLM, tokenizer_dir: Path, out_dir: Path) -> Path:
-    """Write the student (fp32, on the CPU) and the tokenizer files to out_dir, replacing it."""
+def export_student(student: BertForMaskedLM, tokenizer_files: dict[str, bytes], out_dir: Path) -> Path:
+    """Write the student (fp32, on the CPU) and the tokenizer files (name -> bytes) to out_dir, replacing it."""
     config = copy.deepcopy(student.config)
     defaults = BertConfig()
     for flag in RUNTIME_FLAGS:
@@ -36,9 +38,8 @@ def export_student(student: BertForMaskedLM, tokenizer_dir: Path, out_dir: Path)
     temp = out_dir.parent / f".tmp-{out_dir.name}-{uuid.uuid4().hex}"
     try:
         exported.save_pretrained(temp)
-        for path in sorted(Path(tokenizer_dir).iterdir()):
-            if path.is_file():
-                shutil.copy2(path, temp / path.name)
+        for name, data in sorted(tokenizer_files.items()):
+            (temp / name).write_bytes(data)
         if out_dir.exists():
             old = out_dir.parent / f".old-{out_dir.name}-{uuid.uuid4().hex}"
             out_dir.rename(old)

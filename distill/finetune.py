@@ -164,6 +164,19 @@ def split_indices(count: int, test_fraction: float, seed: int) -> tuple[np.ndarr
     return order[held_out:], order[:held_out]
 
 
+def model_tokenizer(model_dir: str):
+    """The model's own tokenizer; a model directory without tokenizer files is refused (transformers 5
+    would hand back a five-token tokenizer, and every text would become [UNK])."""
+    from distill.models import check_model_path
+    from tokenizer_training.loading import model_vocabulary
+
+    check_model_path(model_dir, "--model")
+    if model_vocabulary(model_dir, "--model") is None:
+        raise ValueError(f"--model {model_dir} has no tokenizer files (tokenizer.json or vocab.txt), which the "
+                         "sentiment check needs to tokenize its texts; copy them from the shards' tokenizer/")
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
 def finetune_sentiment(
     model_dir: str,
     data: SentimentData,
@@ -186,7 +199,7 @@ def finetune_sentiment(
     texts = [data.texts[i] for i in subset]
     labels = torch.tensor([data.labels[i] for i in subset])
     train_idx, test_idx = split_indices(count, test_fraction, seed)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = model_tokenizer(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2).to(device)
     max_length = min(max_length, model.config.max_position_embeddings)
 

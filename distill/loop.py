@@ -30,15 +30,17 @@ from transformers import BertForMaskedLM
 
 from distill import device as devices
 from distill import options
+from distill.attention import allowed_pairs, attention_bias
 from distill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from distill.configs import PRESET_INIT_LAYERS, DistillConfig, objective_terms, parse_layer_map, parse_weights
-from distill.configs import resolve_layer, student_config_dict, validate
+from distill.configs import PRESET_INIT_LAYERS, DistillConfig, TermSettings, inapplicable_options, objective_terms
+from distill.configs import parse_layer_map, parse_weights, resolve_layer, student_config_dict, validate
 from distill.data import BatchStream, ShardBatches, ShardDir, open_shard_dir, open_split
 from distill.export import export_student
 from distill.losses import Masks
 from distill.masking import masking_spec
 from distill.models import CapturingStudent, Teacher, check_vocabulary, init_from_teacher, load_teacher
 from distill.models import model_vocabulary, quiet_transformers, term_losses
+from distill.recipes import RECIPES, auto_relation_heads, default_warmup
 from pipeline import cli
 from transforms.storage import write_bytes_atomic, write_json_atomic
 
@@ -48,7 +50,7 @@ def usage_errors():
     """ValueErrors of the set-up (bad options, unusable shards or teacher) become usage errors (exit 2)."""
     try:
         yield
-    except ValueError as error:  # includes TokenShardError and VocabularyMismatch
+    except ValueError as error:  # includes TokenShardError, VocabularyMismatch and TokenizerSourceError
         raise cli.UsageError(str(error)) from error
 
 
@@ -62,36 +64,63 @@ def learning_rate(step: int, peak: float, warmup: int, total: int) -> float:
 # ---------------------------------------------------------------- set-up
 
 
+def student_spec(args: argparse.Namespace) -> str:
+    """--student, or the objective's recipe student (distil-3l for distilkobert)."""
+    return args.student or RECIPES[args.objective].student
+
+
+def init_layers(args: argparse.Namespace, teacher_layers: int) -> list[int] | None:
+    """--init-from-teacher-layers, else the objective's or the student preset's layers (0-based)."""
+    if args.init_from_teacher_layers:
+        layers = [int(x) for x in args.init_from_teacher_layers.split(",")]
+    else:
+        layers = RECIPES[args.objective].init_from_teacher_layers or PRESET_INIT_LAYERS.get(student_spec(args))
+    return [resolve_layer(i, teacher_layers, "teacher") for i in layers] if layers else None
+
+
+def term_settings(args: argparse.Namespace, teacher_config, student: dict) -> TermSettings:
+    """The loss parameters: given options, else the recipe's (relation heads auto, temperature 2)."""
+    heads = args.relation_heads
+    if heads in (None, "auto"):
+        heads = auto_relation_heads(teacher_config.hidden_size, student["hidden_size"])
+    return TermSettings(relation_heads=heads, temperature=args.temperature or RECIPES[args.objective].temperature or 2.0,
+                        soft_target_positions=args.soft_target_positions or "all",
+                        relation_average=args.relation_average or "sequence")
+
+
 def build_config(args: argparse.Namespace, teacher_config, shards: ShardDir) -> DistillConfig:
-    """The declarative config from the command line."""
+    """The declarative config from the command line and the objective's recipe; options that no
+    term of the result reads are refused."""
     if args.teacher_layer is not None and args.layer_map:
         raise ValueError("give --teacher-layer or --layer-map, not both")
-    student = student_config_dict(args.student, teacher_config, len(shards.vocab), shards.special_ids["pad"])
+    student = student_config_dict(student_spec(args), teacher_config, len(shards.vocab), shards.special_ids["pad"],
+                                  shards.seq_len)
     layer_map = parse_layer_map(args.layer_map) if args.layer_map else None
     if args.teacher_layer is not None:
         layer_map = [(args.teacher_layer, -1)]
-    if args.init_from_teacher_layers:
-        init = [int(x) for x in args.init_from_teacher_layers.split(",")]
-    else:
-        init = PRESET_INIT_LAYERS.get(args.student)
-    terms = objective_terms(
-        args.objective,
-        teacher_config.num_hidden_layers,
-        student["num_hidden_layers"],
-        layer_map,
-        args.relation_heads,
-        args.temperature,
-        parse_weights(args.loss_weights) if args.loss_weights else {},
+    terms = objective_terms(args.objective, teacher_config.num_hidden_layers, student["num_hidden_layers"], layer_map,
+                            term_settings(args, teacher_config, student),
+                            parse_weights(args.loss_weights) if args.loss_weights else {})
+    given = {"--relation-heads": args.relation_heads, "--relation-average": args.relation_average,
+             "--temperature": args.temperature, "--soft-target-positions": args.soft_target_positions,
+             "--mlm-probability": args.mlm_probability, "--teacher-layer": args.teacher_layer,
+             "--layer-map": args.layer_map}
+    unused = inapplicable_options(given, terms)
+    if unused:
+        raise ValueError(f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to this run: no loss "
+                         f"term of --objective {args.objective} (terms: {', '.join(t.name for t in terms)}) reads "
+                         f"{'it' if len(unused) == 1 else 'them'}; drop {'it' if len(unused) == 1 else 'them'} "
+                         "or add a term that does with --loss-weights")
+    config = DistillConfig(
+        objective=args.objective, student=student, terms=terms,
+        init_from_teacher_layers=init_layers(args, teacher_config.num_hidden_layers),
+        mlm_probability=None, teacher_layers=teacher_config.num_hidden_layers,
+        teacher_hidden_size=teacher_config.hidden_size, attention_scope=args.attention_scope,
+        reference=RECIPES[args.objective].source,
     )
-    return DistillConfig(
-        objective=args.objective,
-        student=student,
-        terms=terms,
-        init_from_teacher_layers=[resolve_layer(i, teacher_config.num_hidden_layers, "teacher") for i in init] if init else None,
-        mlm_probability=args.mlm_probability,
-        teacher_layers=teacher_config.num_hidden_layers,
-        teacher_hidden_size=teacher_config.hidden_size,
-    )
+    reads_logits = config.needs_student_logits() or config.needs_teacher_logits()
+    masking = (args.mlm_probability or 0.15) if reads_logits else None
+    return DistillConfig(**{**config.__dict__, "mlm_probability": masking})
 
 
 @dataclass
@@ -111,7 +140,8 @@ def prepare(args: argparse.Namespace, runtime: devices.Runtime, precision: str) 
     shards = open_shard_dir(args.shards)
     split = open_split(shards, "train")
     teacher_model, head_trained = load_teacher(args.teacher)
-    check_vocabulary("the teacher", teacher_model.config.vocab_size, model_vocabulary(args.teacher), shards.vocab)
+    check_vocabulary("the teacher", teacher_model.config.vocab_size, model_vocabulary(args.teacher, "--teacher"),
+                     shards.vocab)
     config = build_config(args, teacher_model.config, shards)
     validate(config, teacher_model.config)
     if not head_trained and (config.needs_teacher_logits() or config.init_from_teacher_layers):
@@ -128,22 +158,23 @@ def prepare(args: argparse.Namespace, runtime: devices.Runtime, precision: str) 
     if config.needs_teacher():
         teacher = Teacher(teacher_model, config).to(runtime.device, devices.DTYPES[precision])
     model = CapturingStudent(student, config).to(runtime.device)
-
-    masking = masking_spec(shards.vocab, shards.special_ids, shards.seq_len, args.mlm_probability) \
-        if config.needs_student_logits() or config.needs_teacher_logits() else None
-    dataset = ShardBatches(
-        split,
-        args.batch_size,
-        seed=args.seed,
-        shuffle_buffer=args.shuffle_buffer,
-        masking=masking,
-        pad_id=shards.special_ids["pad"],
-        rank=runtime.rank,
-        world_size=runtime.world_size,
-    )
-    stream = BatchStream(dataset, num_workers=args.loader_workers, pin_memory=runtime.kind == "cuda")
-    max_steps = args.max_steps or max(1, dataset.batches_per_epoch() // args.grad_accum)
+    stream = make_stream(args, runtime, shards, split, config)
+    max_steps = args.max_steps or max(1, stream.dataset.batches_per_epoch() // args.grad_accum)
     return Setup(config, shards, teacher, model, stream, max_steps)
+
+
+def make_stream(args: argparse.Namespace, runtime: devices.Runtime, shards: ShardDir, split, config: DistillConfig) -> BatchStream:
+    """The resumable loader of this rank: masking when a loss reads MLM logits, the attention scope's layout."""
+    ids = shards.special_ids
+    masking = None
+    if config.mlm_probability is not None:
+        masking = masking_spec(shards.vocab, ids, shards.seq_len, config.mlm_probability)
+    dataset = ShardBatches(
+        split, args.batch_size, seed=args.seed, shuffle_buffer=args.shuffle_buffer, masking=masking, pad_id=ids["pad"],
+        rank=runtime.rank, world_size=runtime.world_size, attention_scope=config.attention_scope,
+        cls_id=ids["cls"], sep_id=ids["sep"],
+    )
+    return BatchStream(dataset, num_workers=args.loader_workers, pin_memory=runtime.kind == "cuda")
 
 
 def train_data_fingerprint(shards: ShardDir) -> str:
@@ -152,14 +183,32 @@ def train_data_fingerprint(shards: ShardDir) -> str:
     return hashlib.sha256("\n".join(entry["sha256"] for entry in entries).encode("ascii")).hexdigest()[:16]
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW without weight decay on biases and LayerNorm weights (group 0 decays, group 1 does not)."""
+def make_optimizer(model: torch.nn.Module, train: options.TrainConfig) -> torch.optim.AdamW:
+    """AdamW with the resolved settings (the objective's reference unless given), without weight
+    decay on biases and LayerNorm weights (group 0 decays, group 1 does not)."""
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
             (no_decay if parameter.ndim < 2 else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6)
+    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.adam_betas), eps=train.adam_eps)
+
+
+def resolve_train_config(args: argparse.Namespace, setup: Setup, precision: str) -> options.TrainConfig:
+    """How to train: the options given, the objective's recipe for the rest; a warm-up that would
+    not end before the last step is refused."""
+    recipe, max_steps = RECIPES[args.objective], setup.max_steps
+    warmup = args.warmup_steps if args.warmup_steps is not None else default_warmup(recipe, max_steps)
+    if args.warmup_steps is not None and max_steps > 1 and warmup >= max_steps:
+        raise ValueError(f"--warmup-steps {warmup} is not below --max-steps {max_steps}: the learning rate would never "
+                         f"reach its peak and decay; leave --warmup-steps out (the {args.objective} default is "
+                         f"{default_warmup(recipe, max_steps)} here) or give fewer")
+    return options.TrainConfig.from_args(
+        args, precision=precision, max_steps=max_steps, train_data=train_data_fingerprint(setup.shards),
+        lr=args.lr or recipe.lr, warmup_steps=warmup,
+        weight_decay=recipe.weight_decay if args.weight_decay is None else args.weight_decay,
+        max_grad_norm=args.max_grad_norm or recipe.max_grad_norm, adam_betas=list(args.adam_betas or recipe.adam_betas),
+        adam_eps=args.adam_eps or recipe.adam_eps, mlm_probability=setup.config.mlm_probability)
 
 
 @dataclass
@@ -192,9 +241,8 @@ class Run:
 
 
 def make_run(args: argparse.Namespace, runtime: devices.Runtime, precision: str, setup: Setup) -> Run:
-    train = options.TrainConfig.from_args(args, precision=precision, max_steps=setup.max_steps,
-                                          train_data=train_data_fingerprint(setup.shards))
-    optimizer = make_optimizer(setup.model, args.lr, args.weight_decay)
+    train = resolve_train_config(args, setup, precision)
+    optimizer = make_optimizer(setup.model, train)
     scaler = torch.amp.GradScaler(runtime.kind) if precision == "fp16" and runtime.kind != "xla" else None
     weights = torch.tensor([term.weight for term in setup.config.terms], device=runtime.device)
     return Run(args, train, runtime, setup, optimizer, scaler, weights, cli.Progress(options.TRAIN, not args.quiet))
@@ -213,12 +261,15 @@ class TrainState:
     tokens: int = 0  # non-pad tokens of the logged steps, all ranks
     window_steps: int = 0
     window_tokens: int = 0
+    rate_tokens: int = 0  # tokens since the last log or since this invocation started (not saved)
     started: float = field(default_factory=time.perf_counter)  # the clock's zero: now - elapsed trained
     last_log: float = field(default_factory=time.perf_counter)
 
     def start_clock(self) -> None:
+        """Start timing this invocation: a resumed window's tokens were trained before the restart,
+        so tokens/s counts only what is trained from now on."""
         now = time.perf_counter()
-        self.started, self.last_log = now - self.elapsed, now
+        self.started, self.last_log, self.rate_tokens = now - self.elapsed, now, 0
 
 
 def restore(run: Run) -> TrainState:
@@ -232,7 +283,9 @@ def restore(run: Run) -> TrainState:
     saved = load_checkpoint(path, run.setup.model)
     check_checkpoint(run, saved, path)
     run.optimizer.load_state_dict(saved["optimizer"])
-    run.optimizer.param_groups[0]["weight_decay"] = run.args.weight_decay  # a changed --weight-decay applies
+    for group in run.optimizer.param_groups:  # accepted changes of these options apply from now on
+        group.update(betas=tuple(run.train.adam_betas), eps=run.train.adam_eps)
+    run.optimizer.param_groups[0]["weight_decay"] = run.train.weight_decay
     if run.scaler is not None and "scaler" in saved:
         run.scaler.load_state_dict(saved["scaler"])
     run.setup.stream.load_state_dict(saved["loader"], strict=not run.args.allow_config_change)
@@ -273,15 +326,38 @@ def begin(run: Run, state: TrainState) -> None:
         trim_metrics(run.output / "metrics.jsonl", state.step)
         write_json_atomic(str(run.output / "distill_config.json"), json.loads(setup.config.to_json()))
         write_json_atomic(str(run.output / "train_config.json"), run.train.to_dict())
-        params = sum(p.numel() for p in setup.model.student.parameters()) / 1e6
-        run.say(f"{args.objective} {args.student} ({params:.1f}M params) from {args.teacher} (running "
-                f"{setup.config.teacher_depth()} of {setup.config.teacher_layers} layers) on {run.runtime.kind} "
-                f"x{run.runtime.world_size}, {run.train.precision}, {setup.max_steps} steps")
+        for line in banner(run):
+            run.say(line)
     run.wrapped = setup.model
     if run.runtime.uses_ddp:
         ids = [run.runtime.local_rank] if run.runtime.kind == "cuda" else None
         run.wrapped = DistributedDataParallel(setup.model, device_ids=ids)
     run.stop_at = setup.max_steps if args.run_steps is None else min(setup.max_steps, state.step + args.run_steps)
+
+
+def banner(run: Run) -> list[str]:
+    """Every resolved setting, said at the start: what a run does should never have to be guessed."""
+    setup, args, train = run.setup, run.args, run.train
+    config, student = setup.config, setup.config.student_config()
+    params = sum(p.numel() for p in setup.model.student.parameters()) / 1e6
+    terms = ", ".join(f"{label} x{term.weight:g}" + (f" ({', '.join(f'{k} {v}' for k, v in sorted(term.params.items()))})"
+                                                      if term.params else "")
+                      for label, term in zip(config.term_labels(), config.terms))
+    init = config.init_from_teacher_layers
+    return [
+        f"{args.objective}: student {student_spec(args)} ({student.num_hidden_layers} layers, hidden "
+        f"{student.hidden_size}, {student.num_attention_heads} heads, {params:.1f}M params"
+        f"{f', initialised from teacher layers {init}' if init else ''}) from {args.teacher} (running "
+        f"{config.teacher_depth()} of {config.teacher_layers} layers)",
+        f"terms: {terms}",
+        f"attention scope {config.attention_scope}; masking "
+        f"{'off' if config.mlm_probability is None else config.mlm_probability}",
+        f"schedule: {train.max_steps} steps, warm-up {train.warmup_steps}, peak lr {train.lr:g}, linear decay to 0; "
+        f"AdamW betas {','.join(f'{b:g}' for b in train.adam_betas)} eps {train.adam_eps:g} weight decay "
+        f"{train.weight_decay:g}; clip {train.max_grad_norm:g}",
+        f"batch {train.batch_size} x {train.grad_accum} accumulated x {run.runtime.world_size} process(es) on "
+        f"{run.runtime.kind}, {train.precision}; seed {train.seed}",
+    ]
 
 
 def trim_metrics(path: Path, last_step: int) -> None:
@@ -304,11 +380,13 @@ def forward_backward(run: Run, batch: dict) -> torch.Tensor:
     setup, accum = run.setup, run.args.grad_accum
     student_heads = setup.model.student.config.num_attention_heads
     teacher_heads = setup.teacher.num_heads if setup.teacher else student_heads
+    allowed = allowed_pairs(batch["segments"])
+    bias = attention_bias(allowed, devices.DTYPES[run.train.precision])
+    inputs = (batch["input_ids"], bias, batch["position_ids"], batch.get("positions"))
     with devices.autocast(run.runtime, run.train.precision):
-        positions = batch.get("positions")
-        teacher_outputs = setup.teacher(batch["input_ids"], batch["attention_mask"], positions) if setup.teacher else {}
-        student_outputs = run.wrapped(batch["input_ids"], batch["attention_mask"], positions)
-    masks = Masks(tokens=batch["attention_mask"], targets=batch.get("targets", batch["input_ids"][:, :0]))
+        teacher_outputs = setup.teacher(*inputs) if setup.teacher else {}
+        student_outputs = run.wrapped(*inputs)
+    masks = Masks(tokens=batch["attention_mask"], targets=batch.get("targets", batch["input_ids"][:, :0]), pairs=allowed)
     losses = torch.stack(term_losses(setup.config.terms, student_outputs, teacher_outputs, masks, student_heads, teacher_heads))
     total = (losses * run.weights).sum()
     (run.scaler.scale(total / accum) if run.scaler else total / accum).backward()
@@ -318,13 +396,14 @@ def forward_backward(run: Run, batch: dict) -> torch.Tensor:
 def train_step(run: Run, state: TrainState, batches) -> float:
     """One optimizer step: --grad-accum micro-batches (gradients synchronised on the last), clip, step.
     Returns the step's learning rate."""
-    lr = learning_rate(state.step, run.args.lr, run.args.warmup_steps, run.setup.max_steps)
+    lr = learning_rate(state.step, run.train.lr, run.train.warmup_steps, run.setup.max_steps)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     accum = run.args.grad_accum
     for micro in range(accum):
         batch = to_device(next(batches), run.runtime.device)
         state.window_tokens += batch["tokens"]
+        state.rate_tokens += batch["tokens"]
         defer_sync = run.runtime.uses_ddp and micro < accum - 1
         with run.wrapped.no_sync() if defer_sync else nullcontext():
             values = forward_backward(run, batch)
@@ -332,7 +411,7 @@ def train_step(run: Run, state: TrainState, batches) -> float:
     devices.reduce_gradients(run.optimizer, run.runtime)
     if run.scaler is not None:
         run.scaler.unscale_(run.optimizer)
-    torch.nn.utils.clip_grad_norm_(run.setup.model.parameters(), run.args.max_grad_norm)
+    torch.nn.utils.clip_grad_norm_(run.setup.model.parameters(), run.train.max_grad_norm)
     devices.optimizer_step(run.optimizer, run.scaler)
     run.optimizer.zero_grad(set_to_none=True)
     devices.step_boundary(run.runtime)
@@ -345,7 +424,8 @@ def log_metrics(run: Run, state: TrainState, lr: float) -> dict:
     """Average the window over its steps and all processes, append it to metrics.jsonl, say it."""
     runtime, labels = run.runtime, run.setup.config.term_labels()
     values = (devices.reduce_sum(state.window, runtime) / (state.window_steps * runtime.world_size)).tolist()
-    tokens = int(devices.reduce_sum(torch.tensor([state.window_tokens], device=runtime.device), runtime).item())
+    counts = torch.tensor([state.window_tokens, state.rate_tokens], device=runtime.device)
+    tokens, rate_tokens = (int(count) for count in devices.reduce_sum(counts, runtime).tolist())
     now = time.perf_counter()
     state.tokens += tokens
     record = {
@@ -354,13 +434,13 @@ def log_metrics(run: Run, state: TrainState, lr: float) -> dict:
         **dict(zip(labels, values[1:])),
         "lr": lr,
         "tokens": state.tokens,
-        "tokens_per_s": tokens / max(now - state.last_log, 1e-9),
+        "tokens_per_s": rate_tokens / max(now - state.last_log, 1e-9),
         "elapsed_s": now - state.started,
         "epoch": run.setup.stream.epoch(),
     }
     state.last_log = now
     state.window.zero_()
-    state.window_steps = state.window_tokens = 0
+    state.window_steps = state.window_tokens = state.rate_tokens = 0
     if runtime.is_main:
         with open(run.output / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -406,7 +486,7 @@ def finish(run: Run, state: TrainState) -> None:
     """Export the student once the schedule is done (not after a --run-steps slice)."""
     if state.step >= run.setup.max_steps and run.runtime.is_main:
         student_dir = run.output / "student"
-        export_student(run.setup.model.student, run.setup.shards.tokenizer_dir, student_dir)
+        export_student(run.setup.model.student, run.setup.shards.tokenizer.files, student_dir)
         run.say(f"exported {student_dir}")
     devices.barrier(run.runtime)
 

@@ -27,6 +27,7 @@ class Side:
     hidden: one layer's output hidden states, [batch, seq, hidden] (already projected to the
     teacher's width for the student when the widths differ).
     logits: MLM logits at the prediction slots, [batch, slots, vocab].
+    token_logits: MLM logits at every position, [batch, seq, vocab] (soft targets at all tokens).
     num_heads: attention heads of the layer the projections come from.
     """
 
@@ -36,15 +37,23 @@ class Side:
     hidden: Tensor | None = None
     logits: Tensor | None = None
     num_heads: int = 1
+    token_logits: Tensor | None = None
 
 
 @dataclass(frozen=True)
 class Masks:
     """tokens: bool [batch, seq], True for real (non-pad) tokens.
-    targets: long [batch, slots], the original token id at each prediction slot, -100 for an empty slot."""
+    targets: long [batch, slots], the original token id at each prediction slot, -100 for an empty slot.
+    pairs: bool [batch, seq, seq], True where query i may attend to key j (the models' attention:
+    block-diagonal per document with --attention-scope document); None means every real key."""
 
     tokens: Tensor
     targets: Tensor
+    pairs: Tensor | None = None
+
+    def allowed_keys(self) -> Tensor:
+        """bool [batch, seq or 1, seq]: the keys each query row may see."""
+        return self.pairs if self.pairs is not None else self.tokens[:, None, :]
 
 
 def _split_heads(x: Tensor, heads: int) -> Tensor:
@@ -55,76 +64,95 @@ def _split_heads(x: Tensor, heads: int) -> Tensor:
     return x.float().view(batch, seq, heads, width // heads).transpose(1, 2).reshape(batch * heads, seq, width // heads)
 
 
-def relation_log_probs(left: Tensor, right: Tensor, heads: int, key_mask: Tensor) -> Tensor:
-    """log softmax(left_h right_hᵀ / √d_h) per head, padded keys excluded: [batch, heads, seq, seq].
+def relation_log_probs(left: Tensor, right: Tensor, heads: int, allowed: Tensor) -> Tensor:
+    """log softmax(left_h right_hᵀ / √d_h) per head over the allowed keys: [batch, heads, seq, seq].
 
     With left = Q and right = K this is the self-attention distribution; with left = right = V
-    it is MiniLM's value relation. One baddbmm adds the key mask and scales while multiplying.
+    it is MiniLM's value relation. `allowed` is bool [batch, seq or 1, seq] (Masks.allowed_keys):
+    the same keys the models' attention sees, so the rebuilt distribution is the attention's.
     """
     batch, seq, width = left.shape
     left_h, right_h = _split_heads(left, heads), _split_heads(right, heads)
-    bias = torch.zeros(batch, 1, 1, seq, device=left.device).masked_fill(~key_mask[:, None, None, :], torch.finfo(torch.float32).min)
-    bias = bias.expand(batch, heads, 1, seq).reshape(batch * heads, 1, seq)
-    scores = torch.baddbmm(bias, left_h, right_h.transpose(1, 2), alpha=1.0 / math.sqrt(left_h.shape[-1]))
-    return scores.log_softmax(dim=-1).view(batch, heads, seq, seq)
+    scores = torch.bmm(left_h, right_h.transpose(1, 2)).view(batch, heads, seq, seq) / math.sqrt(left_h.shape[-1])
+    bias = torch.zeros(allowed.shape, device=left.device).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    return (scores + bias[:, None]).log_softmax(dim=-1)
 
 
-def relation_kl(teacher_log_probs: Tensor, student_log_probs: Tensor, tokens: Tensor) -> Tensor:
-    """KL(teacher ‖ student) per query row, averaged over heads and real query tokens.
+def relation_kl(teacher_log_probs: Tensor, student_log_probs: Tensor, tokens: Tensor, average: str = "sequence") -> Tensor:
+    """KL(teacher ‖ student) per query row, averaged over heads and real query tokens: of each
+    sequence, then over the sequences (average="sequence", MiniLM's formula per example), or over
+    all real query tokens of the batch at once (average="pooled").
 
-    Padded keys need no mask here: the teacher gives them probability exactly 0 (and the
-    student's log-probability there is finite), so they add 0 and pass back no gradient.
+    Keys outside the allowed set need no mask here: the teacher gives them probability exactly 0
+    (and the student's log-probability there is finite), so they add 0 and pass back no gradient.
     """
     per_row = torch.einsum("bhij,bhij->bhi", teacher_log_probs.exp(), teacher_log_probs - student_log_probs)
     rows = tokens[:, None, :].to(per_row.dtype)
     heads = per_row.shape[1]
-    return (per_row * rows).sum() / (rows.sum() * heads).clamp(min=1.0)
+    if average == "pooled":
+        return (per_row * rows).sum() / (rows.sum() * heads).clamp(min=1.0)
+    if average != "sequence":
+        raise ValueError(f"relation average must be sequence or pooled, got {average!r}")
+    lengths = rows.sum(dim=(1, 2))
+    per_sequence = (per_row * rows).sum(dim=(1, 2)) / (lengths * heads).clamp(min=1.0)
+    return per_sequence.sum() / (lengths > 0).sum().clamp(min=1).to(per_sequence.dtype)
 
 
-def _self_relation_kl(student_x: Tensor, teacher_x: Tensor, student_heads: int, teacher_heads: int, tokens: Tensor) -> Tensor:
-    teacher_lp = relation_log_probs(teacher_x, teacher_x, teacher_heads, tokens)
-    student_lp = relation_log_probs(student_x, student_x, student_heads, tokens)
-    return relation_kl(teacher_lp, student_lp, tokens)
+def _self_relation_kl(student_x: Tensor, teacher_x: Tensor, student_heads: int, teacher_heads: int, masks: Masks,
+                      average: str) -> Tensor:
+    allowed = masks.allowed_keys()
+    teacher_lp = relation_log_probs(teacher_x, teacher_x, teacher_heads, allowed)
+    student_lp = relation_log_probs(student_x, student_x, student_heads, allowed)
+    return relation_kl(teacher_lp, student_lp, masks.tokens, average)
 
 
-def attention_kl(student: Side, teacher: Side, masks: Masks) -> Tensor:
+def attention_kl(student: Side, teacher: Side, masks: Masks, average: str = "sequence") -> Tensor:
     """MiniLM: KL between the teacher's and the student's self-attention distributions (same head count)."""
     if student.num_heads != teacher.num_heads:
         raise ValueError(
             f"attention_kl needs the same number of heads (teacher {teacher.num_heads}, student {student.num_heads}); "
             "use the minilmv2 objective, whose relation heads are independent of attention heads"
         )
-    teacher_lp = relation_log_probs(teacher.query, teacher.key, teacher.num_heads, masks.tokens)
-    student_lp = relation_log_probs(student.query, student.key, student.num_heads, masks.tokens)
-    return relation_kl(teacher_lp, student_lp, masks.tokens)
+    allowed = masks.allowed_keys()
+    teacher_lp = relation_log_probs(teacher.query, teacher.key, teacher.num_heads, allowed)
+    student_lp = relation_log_probs(student.query, student.key, student.num_heads, allowed)
+    return relation_kl(teacher_lp, student_lp, masks.tokens, average)
 
 
-def value_relation_kl(student: Side, teacher: Side, masks: Masks, relation_heads: int | None = None) -> Tensor:
+def value_relation_kl(student: Side, teacher: Side, masks: Masks, relation_heads: int | None = None,
+                      average: str = "sequence") -> Tensor:
     """KL between value relations softmax(V Vᵀ/√d); relation_heads None means the attention heads (MiniLM v1)."""
     if relation_heads is None and student.num_heads != teacher.num_heads:
         raise ValueError("value_relation_kl without relation_heads needs the same number of heads in teacher and student")
-    return _self_relation_kl(
-        student.value, teacher.value, relation_heads or student.num_heads, relation_heads or teacher.num_heads, masks.tokens
-    )
+    return _self_relation_kl(student.value, teacher.value, relation_heads or student.num_heads,
+                             relation_heads or teacher.num_heads, masks, average)
 
 
-def query_relation_kl(student: Side, teacher: Side, masks: Masks, relation_heads: int) -> Tensor:
+def query_relation_kl(student: Side, teacher: Side, masks: Masks, relation_heads: int, average: str = "sequence") -> Tensor:
     """MiniLMv2: KL between query-query relations split into relation_heads heads."""
-    return _self_relation_kl(student.query, teacher.query, relation_heads, relation_heads, masks.tokens)
+    return _self_relation_kl(student.query, teacher.query, relation_heads, relation_heads, masks, average)
 
 
-def key_relation_kl(student: Side, teacher: Side, masks: Masks, relation_heads: int) -> Tensor:
+def key_relation_kl(student: Side, teacher: Side, masks: Masks, relation_heads: int, average: str = "sequence") -> Tensor:
     """MiniLMv2: KL between key-key relations split into relation_heads heads."""
-    return _self_relation_kl(student.key, teacher.key, relation_heads, relation_heads, masks.tokens)
+    return _self_relation_kl(student.key, teacher.key, relation_heads, relation_heads, masks, average)
 
 
-def soft_target_kl(student: Side, teacher: Side, masks: Masks, temperature: float = 2.0) -> Tensor:
-    """DistilBERT: KL(softmax(t/T) ‖ softmax(s/T)) × T² at the filled prediction slots."""
-    teacher_lp = (teacher.logits.float() / temperature).log_softmax(dim=-1)
-    student_lp = (student.logits.float() / temperature).log_softmax(dim=-1)
-    per_slot = (teacher_lp.exp() * (teacher_lp - student_lp)).sum(dim=-1)
-    filled = (masks.targets != -100).to(per_slot.dtype)
-    return (per_slot * filled).sum() / filled.sum().clamp(min=1.0) * temperature**2
+def soft_target_kl(student: Side, teacher: Side, masks: Masks, temperature: float = 2.0, positions: str = "all") -> Tensor:
+    """DistilBERT: KL(softmax(t/T) ‖ softmax(s/T)) × T², averaged over every real token (positions
+    "all": the reference, whose restrict_ce_to_mask is off by default) or over the masked ones
+    (positions "masked": the prediction slots)."""
+    if positions == "all":
+        teacher_logits, student_logits, where = teacher.token_logits, student.token_logits, masks.tokens
+    elif positions == "masked":
+        teacher_logits, student_logits, where = teacher.logits, student.logits, masks.targets != -100
+    else:
+        raise ValueError(f"soft-target positions must be all or masked, got {positions!r}")
+    teacher_lp = (teacher_logits.float() / temperature).log_softmax(dim=-1)
+    student_lp = (student_logits.float() / temperature).log_softmax(dim=-1)
+    per_position = (teacher_lp.exp() * (teacher_lp - student_lp)).sum(dim=-1)
+    weight = where.to(per_position.dtype)
+    return (per_position * weight).sum() / weight.sum().clamp(min=1.0) * temperature**2
 
 
 def mlm_cross_entropy(student: Side, teacher: Side, masks: Masks) -> Tensor:
@@ -166,3 +194,13 @@ STUDENT_NEEDS: dict[str, frozenset[str]] = {
     "hidden_cosine": frozenset({"hidden"}),
 }
 TEACHER_NEEDS: dict[str, frozenset[str]] = {**STUDENT_NEEDS, "mlm_cross_entropy": frozenset()}
+RELATION_LOSSES = frozenset({"attention_kl", "value_relation_kl", "query_relation_kl", "key_relation_kl"})
+
+
+def needs(name: str, params: dict, side: str) -> frozenset[str]:
+    """What a term with these parameters reads from one side ("teacher" or "student"): the soft
+    targets at every token read the logits of every position ("token_logits"), not the slots'."""
+    wanted = (TEACHER_NEEDS if side == "teacher" else STUDENT_NEEDS)[name]
+    if name == "soft_target_kl" and params.get("positions", "all") == "all":
+        return frozenset({"token_logits"})
+    return wanted

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 from functools import partial
 
+import os
+
 import torch
 from torch import Tensor, nn
-from transformers import AutoModelForMaskedLM, AutoTokenizer, BertForMaskedLM, BertModel
+from transformers import AutoModelForMaskedLM, BertForMaskedLM, BertModel
 
 from distill.configs import DistillConfig, LossTerm
-from distill.losses import LOSSES, STUDENT_NEEDS, TEACHER_NEEDS, Masks, Side
+from distill.losses import LOSSES, Masks, Side, needs
+from tokenizer_training.loading import TokenizerSourceError, looks_local, model_vocabulary  # noqa: F401 (re-exported)
 
 LAYER_KINDS = ("query", "key", "value", "hidden")
 
@@ -39,10 +42,18 @@ class VocabularyMismatch(ValueError):
     """A model was trained with another vocabulary than the shards'."""
 
 
+def check_model_path(name_or_path: str, who: str) -> None:
+    """A local-looking path that does not exist is "no such directory", not a hub lookup that ends
+    in network errors."""
+    if looks_local(name_or_path) and not os.path.isdir(os.path.expanduser(name_or_path)):
+        raise ValueError(f"{who} {name_or_path}: no such directory")
+
+
 def load_teacher(name_or_path: str) -> tuple[BertForMaskedLM, bool]:
     """(model, whether its checkpoint had an MLM head): a BERT masked-LM teacher from a local
     directory or a hub id, in eval mode, frozen, fp32 (cast to bf16 on the device later, after
     the student has copied what it needs)."""
+    check_model_path(name_or_path, "--teacher")
     try:
         model, info = AutoModelForMaskedLM.from_pretrained(
             name_or_path, attn_implementation="sdpa", output_loading_info=True
@@ -55,17 +66,10 @@ def load_teacher(name_or_path: str) -> tuple[BertForMaskedLM, bool]:
     return model, not any(key.startswith("cls.") for key in info["missing_keys"])
 
 
-def model_vocabulary(name_or_path: str) -> dict[str, int] | None:
-    """A model's tokenizer vocabulary, or None when the model ships no tokenizer."""
-    try:
-        return AutoTokenizer.from_pretrained(name_or_path).get_vocab()
-    except (OSError, ValueError, TypeError):
-        return None
-
-
-def check_vocabulary(who: str, vocab_size: int, vocab: dict[str, int] | None, shard_vocab: list[str]) -> None:
+def check_vocabulary(who: str, vocab_size: int, vocab: list[str] | None, shard_vocab: list[str]) -> None:
     """Refuse a model (`who`: "the teacher", "the model") whose vocabulary is not the shards':
-    the size always, every token when the model ships a tokenizer."""
+    the size always, every token when the model ships a tokenizer (`vocab` in id order, from
+    tokenizer_training.loading.model_vocabulary; None for a model without tokenizer files)."""
     if vocab_size != len(shard_vocab):
         raise VocabularyMismatch(
             f"{who}'s vocab_size is {vocab_size} but the shards' tokenizer has {len(shard_vocab)} tokens: "
@@ -73,7 +77,7 @@ def check_vocabulary(who: str, vocab_size: int, vocab: dict[str, int] | None, sh
         )
     if vocab is None:
         return
-    by_id = {index: token for token, index in vocab.items()}
+    by_id = dict(enumerate(vocab))
     shard_by_id = dict(enumerate(shard_vocab))
     differing = sorted(i for i in set(by_id) | set(shard_by_id) if by_id.get(i) != shard_by_id.get(i))
     if differing:
@@ -95,15 +99,24 @@ def init_from_teacher(student: BertForMaskedLM, teacher: BertForMaskedLM, layers
         student.cls.predictions.bias.copy_(teacher.cls.predictions.bias)
 
 
-def wanted_layers(terms: list[LossTerm], needs: dict[str, frozenset[str]], side: str) -> dict[int, set[str]]:
+def wanted_layers(terms: list[LossTerm], side: str) -> dict[int, set[str]]:
     """layer -> the tensors ("query", "key", "value", "hidden") the terms read from it on one side."""
     wanted: dict[int, set[str]] = {}
     for term in terms:
-        kinds = needs[term.name] - {"logits"}
+        kinds = needs(term.name, term.params, side) - {"logits", "token_logits"}
         if kinds:
             layer = term.teacher_layer if side == "teacher" else term.student_layer
             wanted.setdefault(layer, set()).update(kinds)
     return wanted
+
+
+def encode(bert: BertModel, input_ids: Tensor, attention_bias: Tensor, position_ids: Tensor) -> Tensor:
+    """The encoder's last hidden state for a precomputed additive mask [batch, 1, seq, seq] and
+    explicit position ids (distill.attention). Embeddings and encoder are called directly, so the
+    mask reaches sdpa as given in transformers 4 and 5 alike, without BertModel's mask preparation
+    (which inspects the mask on the host to drop an all-ones one) and without the unused pooler."""
+    hidden = bert.embeddings(input_ids=input_ids, position_ids=position_ids)
+    return bert.encoder(hidden, attention_mask=attention_bias)[0]
 
 
 PROJECTIONS = ("query", "key", "value")  # in the order BertSelfAttention runs them
@@ -143,10 +156,11 @@ class LayerCapture:
     def _stop(module: nn.Module, inputs: tuple, output) -> None:
         raise StopForward
 
-    def run(self, bert: BertModel, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor | None, dict[str, Tensor]]:
+    def run(self, bert: BertModel, input_ids: Tensor, attention_bias: Tensor,
+            position_ids: Tensor) -> tuple[Tensor | None, dict[str, Tensor]]:
         """(last hidden state, or None when the pass was cut early; the captured tensors keyed "LAYER.KIND")."""
         try:
-            hidden = bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            hidden = encode(bert, input_ids, attention_bias, position_ids)
         except StopForward:
             hidden = None
         captured, self._store = self._store, {}
@@ -158,19 +172,32 @@ def gather_slots(hidden: Tensor, positions: Tensor) -> Tensor:
     return hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
 
 
+def head_outputs(head: nn.Module, hidden: Tensor, slots: Tensor | None, reads: set[str]) -> dict[str, Tensor]:
+    """The MLM head's logits where the losses read them: at every position ("token_logits") and/or at
+    the prediction slots ("logits", gathered from the former when both are read)."""
+    outputs = {}
+    if "token_logits" in reads:
+        outputs["token_logits"] = head(hidden)
+        if "logits" in reads:
+            outputs["logits"] = gather_slots(outputs["token_logits"], slots)
+    elif "logits" in reads:
+        outputs["logits"] = head(gather_slots(hidden, slots))
+    return outputs
+
+
 class Teacher:
     """The frozen teacher, cut to the depth the losses need; calling it returns the captured tensors
-    (and "logits" at the prediction slots when a loss reads them). Never wrapped in DDP."""
+    (and the logits the losses read). Never wrapped in DDP."""
 
     def __init__(self, model: BertForMaskedLM, config: DistillConfig) -> None:
         depth = config.teacher_depth()
         model.bert.encoder.layer = nn.ModuleList(list(model.bert.encoder.layer)[:depth])
         model.config.num_hidden_layers = depth
         self.bert = model.bert
+        self.reads = config.reads("teacher")
         self.head = model.cls if config.needs_teacher_logits() else None
         self.num_heads = model.config.num_attention_heads
-        self._capture = LayerCapture(self.bert, wanted_layers(config.terms, TEACHER_NEEDS, "teacher"),
-                                     stop_early=self.head is None)
+        self._capture = LayerCapture(self.bert, wanted_layers(config.terms, "teacher"), stop_early=self.head is None)
 
     def to(self, device: torch.device, dtype: torch.dtype) -> "Teacher":
         self.bert.to(device=device, dtype=dtype)
@@ -179,18 +206,21 @@ class Teacher:
         return self
 
     @torch.no_grad()
-    def __call__(self, input_ids: Tensor, attention_mask: Tensor, positions: Tensor | None) -> dict[str, Tensor]:
-        hidden, outputs = self._capture.run(self.bert, input_ids, attention_mask)
+    def __call__(self, input_ids: Tensor, attention_bias: Tensor, position_ids: Tensor,
+                 slots: Tensor | None) -> dict[str, Tensor]:
+        hidden, outputs = self._capture.run(self.bert, input_ids, attention_bias, position_ids)
         if self.head is not None:
-            outputs["logits"] = self.head(gather_slots(hidden, positions))
+            outputs.update(head_outputs(self.head, hidden, slots, self.reads))
         return outputs
 
 
 class CapturingStudent(nn.Module):
     """The student (BertForMaskedLM) with capture hooks and, for hidden-state cosine terms between
-    different widths, the projections to the teacher's width. forward() returns the captured
-    tensors, the projected hidden states ("projected.TERM") and "logits" at the prediction slots
-    when a loss reads them. This is the module DDP wraps; only `student` is exported."""
+    different widths, linear maps to the teacher's width. They have no bias: a bias alone can turn
+    every student vector towards the teachers' mean direction and absorb the cosine loss without
+    the student learning anything. forward() returns the captured tensors, the projected hidden
+    states ("projected.TERM") and the logits the losses read. This is the module DDP wraps; only
+    `student` is exported."""
 
     def __init__(self, student: BertForMaskedLM, config: DistillConfig) -> None:
         super().__init__()
@@ -198,14 +228,15 @@ class CapturingStudent(nn.Module):
         width = student.config.hidden_size
         self.projections = nn.ModuleDict(
             {
-                str(index): nn.Linear(width, config.teacher_hidden_size)
+                str(index): nn.Linear(width, config.teacher_hidden_size, bias=False)
                 for index, term in enumerate(config.terms)
                 if term.name == "hidden_cosine" and width != config.teacher_hidden_size
             }
         )
         self.projected_layers = {key: config.terms[int(key)].student_layer for key in self.projections}
+        self.reads = config.reads("student")
         self.with_logits = config.needs_student_logits()
-        self._capture = LayerCapture(student.bert, wanted_layers(config.terms, STUDENT_NEEDS, "student"),
+        self._capture = LayerCapture(student.bert, wanted_layers(config.terms, "student"),
                                      stop_early=not self.with_logits)
         # Freeze what no loss reaches, so that DDP need not search for unused parameters: without
         # logits the MLM head, and after an early stop the last layer's attention output and FFN.
@@ -217,12 +248,13 @@ class CapturingStudent(nn.Module):
             for part in (block.attention.output, block.intermediate, block.output):
                 part.requires_grad_(False)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, positions: Tensor | None = None) -> dict[str, Tensor]:
-        hidden, outputs = self._capture.run(self.student.bert, input_ids, attention_mask)
+    def forward(self, input_ids: Tensor, attention_bias: Tensor, position_ids: Tensor,
+                slots: Tensor | None = None) -> dict[str, Tensor]:
+        hidden, outputs = self._capture.run(self.student.bert, input_ids, attention_bias, position_ids)
         for key, projection in self.projections.items():
             outputs[f"projected.{key}"] = projection(outputs[f"{self.projected_layers[key]}.hidden"])
         if self.with_logits:
-            outputs["logits"] = self.student.cls(gather_slots(hidden, positions))
+            outputs.update(head_outputs(self.student.cls, hidden, slots, self.reads))
         return outputs
 
 
@@ -234,6 +266,7 @@ def _side(outputs: dict[str, Tensor], layer: int | None, heads: int, hidden_key:
         hidden=outputs.get(hidden_key) if hidden_key in outputs else outputs.get(f"{layer}.hidden"),
         logits=outputs.get("logits"),
         num_heads=heads,
+        token_logits=outputs.get("token_logits"),
     )
 
 

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
+from distill.recipes import OBJECTIVES
 from pipeline import cli
 
 TRAIN = "distill.train"
@@ -29,9 +30,11 @@ EVALUATE = "distill.evaluate"
 # The choices of options whose modules (configs, device) import torch or transformers; those
 # modules take them from here. tests/test_distill_cli.py checks STUDENT_PRESET_NAMES against
 # configs.STUDENT_PRESETS.
-OBJECTIVES = ("minilm", "minilmv2", "distilbert")
 STUDENT_PRESET_NAMES = ("minilm-23m", "minilm-68m", "distil-3l")
 DEVICES = ("auto", "cuda", "xla", "cpu")
+ATTENTION_SCOPES = ("document", "row")
+SOFT_TARGET_POSITIONS = ("all", "masked")
+RELATION_AVERAGES = ("sequence", "pooled")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 SENTIMENT_FORMATS = ("auto", "jsonl", "tsv")
 
@@ -63,6 +66,22 @@ def probability(text: str) -> float:
     return value
 
 
+def relation_heads(text: str) -> int | str:
+    """--relation-heads: 'auto' or a positive integer."""
+    return text if text == "auto" else cli.positive_int(text)
+
+
+def adam_betas(text: str) -> tuple[float, float]:
+    """--adam-betas B1,B2 with both in [0, 1)."""
+    try:
+        values = tuple(float(item) for item in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not two numbers B1,B2") from None
+    if len(values) != 2 or not all(0 <= value < 1 for value in values):
+        raise argparse.ArgumentTypeError(f"{text!r} is not two numbers B1,B2 in [0, 1)")
+    return values
+
+
 def train_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(TRAIN, "Distil a teacher BERT into a small student from token shards.",
                                 epilog="Options, outputs and examples: docs/distill.md.")
@@ -70,27 +89,43 @@ def train_parser() -> cli.ArgumentParser:
     add("--shards", required=True, help="token shard directory (pipeline.shard output)")
     add("--teacher", required=True, help="teacher BERT: local directory or hub id")
     add("--output", required=True, help="output directory: configs, metrics.jsonl, checkpoints/, student/")
-    add("--student", default="minilm-23m", help=f"{', '.join(STUDENT_PRESET_NAMES)} or a BertConfig JSON file")
-    add("--objective", default="minilm", choices=OBJECTIVES, help="loss terms (docs/distill.md#objectives)")
+    add("--student", help=f"{', '.join(STUDENT_PRESET_NAMES)} or a BertConfig JSON file "
+        "(default: the objective's, minilm-23m; distil-3l for distilkobert)")
+    add("--objective", default="minilm", choices=OBJECTIVES,
+        help="loss terms and their reference recipe (docs/distill.md#objectives)")
     add("--teacher-layer", type=int, help="teacher layer (0-based, -1 = last) the last student layer learns from")
     add("--layer-map", help="TEACHER:STUDENT layer pairs, e.g. 3:1,7:3,11:5 (0-based)")
-    add("--relation-heads", type=cli.positive_int, default=48, help="minilmv2 relation heads")
-    add("--temperature", type=positive_float, default=2.0, help="distilbert soft-target temperature")
+    add("--relation-heads", type=relation_heads,
+        help="MiniLMv2 relation heads, or auto (default): 48 for a base teacher, 64 for a large one, else the "
+             "largest count that divides both hidden sizes")
+    add("--relation-average", choices=RELATION_AVERAGES,
+        help="relation losses: the mean of each sequence's mean (sequence, default, as the papers) or one mean "
+             "over every query token of the batch (pooled)")
+    add("--temperature", type=positive_float, help="soft-target temperature (default 2.0)")
+    add("--soft-target-positions", choices=SOFT_TARGET_POSITIONS,
+        help="soft-target KL at every real token (all, default, as the DistilBERT reference) or at the masked ones")
+    add("--attention-scope", default="document", choices=ATTENTION_SCOPES,
+        help="packed rows: each document attends only to itself, positions restarting per document (document), "
+             "or the whole row is one sequence (row)")
     add("--loss-weights", help="NAME=WEIGHT,...: reweight, add or (weight 0) drop loss terms")
     add("--init-from-teacher-layers", help="comma-separated 0-based teacher layers copied into the student "
         "(with embeddings and MLM head); distil-3l defaults to 0,4,8")
     add("--batch-size", type=cli.positive_int, default=256, help="sequences per device per micro-batch")
     add("--grad-accum", type=cli.positive_int, default=1, help="micro-batches per optimizer step")
-    add("--lr", type=positive_float, default=6e-4, help="peak learning rate")
-    add("--warmup-steps", type=non_negative_int, default=4000, help="linear warm-up steps")
+    add("--lr", type=positive_float, help="peak learning rate (default: the objective's, 6e-4 or 5e-4)")
+    add("--warmup-steps", type=non_negative_int,
+        help="linear warm-up steps (default: the objective's, never more than 5%% of --max-steps)")
     add("--max-steps", type=cli.positive_int, help="optimizer steps of the schedule (default: one pass over the train split)")
     add("--run-steps", type=cli.positive_int,
         help="stop this invocation after this many steps (checkpointed); continue with --resume")
-    add("--weight-decay", type=float, default=0.01, help="AdamW weight decay (not on biases and LayerNorm weights)")
-    add("--max-grad-norm", type=positive_float, default=1.0, help="gradient clipping norm")
+    add("--weight-decay", type=float, help="AdamW weight decay, not on biases and LayerNorm weights "
+        "(default: the objective's, 0.01 or 0)")
+    add("--adam-betas", type=adam_betas, help="AdamW B1,B2 (default: the objective's, 0.9,0.999 or 0.9,0.98)")
+    add("--adam-eps", type=positive_float, help="AdamW epsilon (default 1e-6)")
+    add("--max-grad-norm", type=positive_float, help="gradient clipping norm (default: the objective's, 1.0 or 5.0)")
     add("--precision", default="auto", choices=PRECISIONS, help="auto = bf16 on GPU/TPU, fp32 on CPU")
     add("--device", default="auto", choices=DEVICES, help="auto = CUDA, else XLA when torch_xla is installed, else CPU")
-    add("--mlm-probability", type=probability, default=0.15, help="masking rate (objectives that read MLM logits)")
+    add("--mlm-probability", type=probability, help="masking rate of objectives that read MLM logits (default 0.15)")
     add("--shuffle-buffer", type=non_negative_int, default=100_000, help="rows per shuffle window")
     add("--loader-workers", type=non_negative_int, default=2, help="DataLoader worker processes")
     add("--seed", type=int, default=0, help="initialisation, data order and masking")
@@ -118,6 +153,8 @@ def evaluate_parser() -> cli.ArgumentParser:
     add("--split", default="validation", help="shard split to score")
     add("--batch-size", type=cli.positive_int, default=64, help="sequences per batch")
     add("--mlm-probability", type=probability, default=0.15, help="masking rate")
+    add("--attention-scope", default="document", choices=ATTENTION_SCOPES,
+        help="packed rows: each document alone (document) or the row as one sequence (row), as in distill.train")
     add("--seed", type=int, default=0, help="masking (and fine-tuning) seed")
     add("--max-batches", type=cli.positive_int, help="evaluate only the first N batches")
     add("--device", default="auto", choices=("auto", "cuda", "cpu"), help="auto = CUDA when torch sees a GPU")
@@ -142,7 +179,8 @@ def evaluate_parser() -> cli.ArgumentParser:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How the student is trained, with every default resolved (precision, max_steps)."""
+    """How the student is trained, with every default resolved (the objective's recipe, precision,
+    max_steps): saved as train_config.json, so two runs compare option by option."""
 
     lr: float
     warmup_steps: int
@@ -151,9 +189,11 @@ class TrainConfig:
     grad_accum: int
     weight_decay: float
     max_grad_norm: float
+    adam_betas: list[float]
+    adam_eps: float
     seed: int
     precision: str  # resolved: bf16, fp16 or fp32
-    mlm_probability: float
+    mlm_probability: float | None  # None: the objective reads no MLM logits, nothing is masked
     shuffle_buffer: int
     train_data: str  # fingerprint of the train split's shard files (their sha256s)
     loader_workers: int
@@ -163,7 +203,7 @@ class TrainConfig:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **resolved) -> TrainConfig:
-        """The options of `args`, with the resolved values (precision, max_steps, train_data) given."""
+        """The options of `args`, with the resolved values (recipe defaults, precision, max_steps, train_data) given."""
         values = {field.name: getattr(args, field.name, None) for field in fields(cls)}
         return cls(**{**values, **resolved})
 

@@ -13,11 +13,13 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForMaskedLM, BertForMaskedLM
 
+from distill.attention import allowed_pairs, attention_bias
 from distill.data import ShardDir
-from distill.models import check_vocabulary, gather_slots, model_vocabulary
+from distill.models import check_model_path, check_vocabulary, encode, gather_slots, model_vocabulary
 
 
-def load_masked_lm(name_or_path: str, device: torch.device) -> BertForMaskedLM:
+def load_masked_lm(name_or_path: str, device: torch.device, who: str = "--model") -> BertForMaskedLM:
+    check_model_path(name_or_path, who)
     try:
         model = AutoModelForMaskedLM.from_pretrained(name_or_path, attn_implementation="sdpa")
     except (OSError, ValueError) as error:
@@ -27,14 +29,16 @@ def load_masked_lm(name_or_path: str, device: torch.device) -> BertForMaskedLM:
 
 def check_model(model: BertForMaskedLM, who: str, name_or_path: str, shards: ShardDir) -> None:
     """Same vocabulary as the shards, and positions for their sequence length."""
-    check_vocabulary(who, model.config.vocab_size, model_vocabulary(name_or_path), shards.vocab)
+    check_vocabulary(who, model.config.vocab_size, model_vocabulary(name_or_path, who), shards.vocab)
     if shards.seq_len > model.config.max_position_embeddings:
         raise ValueError(f"{who} has {model.config.max_position_embeddings} positions, the shards' sequences {shards.seq_len} tokens")
 
 
 def slot_logits(model: BertForMaskedLM, batch: dict) -> torch.Tensor:
-    """MLM logits at the prediction slots only, [batch, slots, vocab], in float32."""
-    hidden = model.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    """MLM logits at the prediction slots only, [batch, slots, vocab], in float32, under the batch's
+    attention scope (each document alone by default, as distill.train trains)."""
+    bias = attention_bias(allowed_pairs(batch["segments"]), model.dtype)
+    hidden = encode(model.bert, batch["input_ids"], bias, batch["position_ids"])
     return model.cls(gather_slots(hidden, batch["positions"])).float()
 
 

@@ -17,6 +17,7 @@ from test_distill_fixtures import build_world
 from transformers import BertForMaskedLM
 
 from distill import loop, options
+from distill.attention import allowed_pairs, attention_bias
 from distill.configs import STUDENT_PRESETS, DistillConfig
 from distill.data import ShardBatches, open_shard_dir, open_split
 from distill.losses import Masks
@@ -43,8 +44,9 @@ def world(tmp_path_factory):
 def train(world, output: Path, *extra: str) -> int:
     return main([
         "--shards", str(world["shards"]), "--teacher", str(world["teacher"]), "--output", str(output),
-        "--student", str(world["student_config"]), "--objective", "minilm", "--batch-size", "16", "--lr", "2e-3",
-        "--warmup-steps", "2", "--shuffle-buffer", "500", "--loader-workers", "0", "--log-every", "1", *extra,
+        "--student", str(world["student_config"]), "--batch-size", "16", "--lr", "2e-3",
+        "--warmup-steps", "1", "--shuffle-buffer", "500", "--loader-workers", "0", "--log-every", "1",
+        *(() if "--objective" in extra else ("--objective", "minilm")), *extra,
     ])
 
 
@@ -72,9 +74,9 @@ def sliced(world, tmp_path):
 def test_train_config_is_saved_with_resolved_values(world, sliced):
     saved = json.loads((sliced / "train_config.json").read_text())
     assert saved == options.TrainConfig(
-        lr=2e-3, warmup_steps=2, max_steps=6, batch_size=16, grad_accum=1, weight_decay=0.01, max_grad_norm=1.0,
-        seed=0, precision="fp32", mlm_probability=0.15, shuffle_buffer=500, train_data=saved["train_data"],
-        loader_workers=0, log_every=1, save_every=2, keep_checkpoints=2).to_dict()
+        lr=2e-3, warmup_steps=1, max_steps=6, batch_size=16, grad_accum=1, weight_decay=0.01, max_grad_norm=1.0,
+        adam_betas=[0.9, 0.999], adam_eps=1e-6, seed=0, precision="fp32", mlm_probability=None, shuffle_buffer=500,
+        train_data=saved["train_data"], loader_workers=0, log_every=1, save_every=2, keep_checkpoints=2).to_dict()
     assert len(saved["train_data"]) == 16
     assert json.loads((sliced / "distill_config.json").read_text())["objective"] == "minilm"
 
@@ -95,15 +97,25 @@ def test_resume_with_another_batch_size_is_refused(world, sliced, capsys):
 def test_resume_refuses_every_guarded_change_at_once(world, sliced, capsys):
     capsys.readouterr()
     code = train(world, sliced, "--max-steps", "6", "--save-every", "2", "--resume", "--seed", "1",
-                 "--grad-accum", "2", "--shuffle-buffer", "100", "--mlm-probability", "0.2")
+                 "--grad-accum", "2", "--shuffle-buffer", "100")
     assert code == 2
     line = usage_error_line(capsys.readouterr().err)
-    for option in ("--seed 0 -> 1", "--grad-accum 1 -> 2", "--shuffle-buffer 500 -> 100", "--mlm-probability 0.15 -> 0.2"):
+    for option in ("--seed 0 -> 1", "--grad-accum 1 -> 2", "--shuffle-buffer 500 -> 100"):
         assert option in line
     code = train(world, sliced, "--max-steps", "6", "--resume", "--allow-config-change", "--objective", "minilmv2",
                  "--relation-heads", "8")
     assert code == 2  # another model: no option allows that
-    assert "was trained with another distillation config (objective, terms differ)" in capsys.readouterr().err
+    assert "was trained with another distillation config (objective, reference, terms differ)" in capsys.readouterr().err
+
+
+def test_resume_with_another_masking_rate_is_refused(world, tmp_path, capsys):
+    output = tmp_path / "out"
+    assert train(world, output, "--objective", "distilbert", "--max-steps", "4", "--save-every", "2",
+                 "--run-steps", "2") == 0
+    capsys.readouterr()
+    assert train(world, output, "--objective", "distilbert", "--max-steps", "4", "--resume",
+                 "--mlm-probability", "0.2") == 2
+    assert "--mlm-probability 0.15 -> 0.2: it changes the masking" in usage_error_line(capsys.readouterr().err)
 
 
 def test_resume_with_more_steps_and_another_lr_is_accepted_and_reported(world, sliced, capsys):
@@ -131,7 +143,7 @@ def test_allow_config_change_continues_after_the_same_rows(world, sliced, capsys
 
 def test_review_changes_without_a_model():
     saved = options.TrainConfig(lr=1e-3, warmup_steps=0, max_steps=10, batch_size=4, grad_accum=1, weight_decay=0.0,
-                                max_grad_norm=1.0, seed=0, precision="fp32", mlm_probability=0.15, shuffle_buffer=0,
+                                max_grad_norm=1.0, adam_betas=[0.9, 0.999], adam_eps=1e-6, seed=0, precision="fp32", mlm_probability=0.15, shuffle_buffer=0,
                                 train_data="abc", loader_workers=0, log_every=1, save_every=1, keep_checkpoints=1)
     lines: list[str] = []
     same = options.TrainConfig(**saved.to_dict())
@@ -266,7 +278,9 @@ def naive_curve(world, config: DistillConfig, steps: int, grad_accum: int, log_e
                 warmup: int) -> tuple[list[dict], dict]:
     """Metrics of a straight loop over the same parts (no DataLoader, window, state or checkpoints):
     per step, grad_accum micro-batches, each loss / grad_accum backward; AdamW as distill.train sets
-    it up; linear warm-up and decay written out; logged values are the mean of the step means."""
+    it up for distilbert (the reference's AdamW: betas 0.9/0.98, eps 1e-6, no weight decay, clipping at
+    5.0, as in Hugging Face's distillation/distiller.py and train.py); linear warm-up and decay written
+    out; logged values are the mean of the step means."""
     shards = open_shard_dir(world["shards"])
     teacher_model, _ = load_teacher(str(world["teacher"]))
     torch.manual_seed(0)
@@ -274,12 +288,13 @@ def naive_curve(world, config: DistillConfig, steps: int, grad_accum: int, log_e
     teacher = Teacher(teacher_model, config)
     model = CapturingStudent(student, config)
     spec = masking_spec(shards.vocab, shards.special_ids, shards.seq_len, 0.15)
+    ids = shards.special_ids
     batches = iter(ShardBatches(open_split(shards, "train"), 16, seed=0, shuffle_buffer=500, masking=spec,
-                                pad_id=shards.special_ids["pad"]))
+                                pad_id=ids["pad"], attention_scope="document", cls_id=ids["cls"], sep_id=ids["sep"]))
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW([{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": 0.01},
+    optimizer = torch.optim.AdamW([{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": 0.0},
                                    {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}],
-                                  betas=(0.9, 0.999), eps=1e-6)
+                                  betas=(0.9, 0.98), eps=1e-6)
     weights = torch.tensor([term.weight for term in config.terms])
     heads = student.config.num_attention_heads
     curve, pending, tokens = [], [], 0
@@ -292,14 +307,16 @@ def naive_curve(world, config: DistillConfig, steps: int, grad_accum: int, log_e
         for _ in range(grad_accum):
             batch = next(batches)
             tokens += batch["tokens"]
-            t = teacher(batch["input_ids"], batch["attention_mask"], batch.get("positions"))
-            s = model(batch["input_ids"], batch["attention_mask"], batch.get("positions"))
-            masks = Masks(tokens=batch["attention_mask"], targets=batch["targets"])
+            allowed = allowed_pairs(batch["segments"])
+            inputs = (batch["input_ids"], attention_bias(allowed, torch.float32), batch["position_ids"], batch["positions"])
+            t = teacher(*inputs)
+            s = model(*inputs)
+            masks = Masks(tokens=batch["attention_mask"], targets=batch["targets"], pairs=allowed)
             losses = torch.stack(term_losses(config.terms, s, t, masks, heads, teacher.num_heads))
             total = (losses * weights).sum()
             (total / grad_accum).backward()
             means += torch.cat([total.detach()[None], losses.detach()]) / grad_accum
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
         optimizer.zero_grad()
         pending.append(means)
@@ -317,6 +334,8 @@ def test_loop_matches_a_naive_loop(world, tmp_path):
     output = tmp_path / "out"
     assert train(world, output, "--objective", "distilbert", "--grad-accum", "2", "--max-steps", "6",
                  "--log-every", "2", "--warmup-steps", "2") == 0
+    train_config = json.loads((output / "train_config.json").read_text())
+    assert (train_config["adam_betas"], train_config["weight_decay"], train_config["max_grad_norm"]) == ([0.9, 0.98], 0.0, 5.0)
     config = DistillConfig.from_json((output / "distill_config.json").read_text())
     expected, weights = naive_curve(world, config, steps=6, grad_accum=2, log_every=2, lr=2e-3, warmup=2)
     logged = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]

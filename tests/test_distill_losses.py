@@ -1,4 +1,6 @@
-"""Each distillation loss against its formula written out naively (loops), masks included."""
+"""Each distillation loss against its formula written out naively (loops), masks included: relation
+losses averaged per sequence (MiniLM's formula per example) or pooled, restricted to each document's
+keys, soft targets at every real token (the DistilBERT reference) or at the masked ones."""
 from __future__ import annotations
 
 import math
@@ -40,7 +42,22 @@ def random_side(generator: torch.Generator, width: int, heads: int, vocab: int =
         hidden=rand(BATCH, SEQ, width),
         logits=rand(BATCH, slots, vocab),
         num_heads=heads,
+        token_logits=rand(BATCH, SEQ, vocab),
     )
+
+
+# Documents of each row's real tokens (a packed row: row 0 holds three documents, row 1 two).
+DOCUMENTS = [[0, 0, 0, 1, 1, 2, 2], [0, 1, 1, 1], [0]]
+
+
+def document_masks(generator: torch.Generator) -> Masks:
+    """Masks whose pairs let a query see only the keys of its own document."""
+    base = masks(generator)
+    segments = torch.full((BATCH, SEQ), -1)
+    for b, docs in enumerate(DOCUMENTS):
+        segments[b, : len(docs)] = torch.tensor(docs)
+    pairs = (segments[:, :, None] == segments[:, None, :]) & (segments[:, None, :] >= 0)
+    return Masks(tokens=base.tokens, targets=base.targets, pairs=pairs | torch.eye(SEQ, dtype=torch.bool))
 
 
 def masks(generator: torch.Generator, vocab: int = 11) -> Masks:
@@ -56,25 +73,32 @@ def naive_softmax(scores: list[float]) -> list[float]:
     return [e / sum(exps) for e in exps]
 
 
-def naive_relation_kl(s_left, s_right, t_left, t_right, s_heads, t_heads, heads_for_mean) -> float:
-    """Mean over rows (b, head, real query i) of KL(teacher row ‖ student row) over real keys j."""
-    total, rows = 0.0, 0
+def naive_relation_kl(s_left, s_right, t_left, t_right, s_heads, t_heads, heads_for_mean, average="sequence",
+                      documents=None) -> float:
+    """KL(teacher row ‖ student row) over the keys a query may see (its document's real keys), per
+    (b, head, real query i); averaged per sequence then over sequences, or pooled over all rows."""
+    per_sequence, total, rows = [], 0.0, 0
     for b in range(BATCH):
         n = LENGTHS[b]
+        docs = documents[b] if documents else [0] * n
+        seq_total = 0.0
         for h in range(heads_for_mean):
             for i in range(n):
+                keys = [j for j in range(n) if docs[j] == docs[i]]
                 dist = []
                 for left, right, heads in ((t_left, t_right, t_heads), (s_left, s_right, s_heads)):
                     d = left.shape[-1] // heads
                     scores = [
                         sum(float(left[b, i, h * d + c]) * float(right[b, j, h * d + c]) for c in range(d)) / math.sqrt(d)
-                        for j in range(n)
+                        for j in keys
                     ]
                     dist.append(naive_softmax(scores))
                 p_t, p_s = dist
-                total += sum(p * math.log(p / q) for p, q in zip(p_t, p_s))
-                rows += 1
-    return total / rows
+                seq_total += sum(p * math.log(p / q) for p, q in zip(p_t, p_s))
+        per_sequence.append(seq_total / (heads_for_mean * n))
+        total += seq_total
+        rows += heads_for_mean * n
+    return total / rows if average == "pooled" else sum(per_sequence) / len(per_sequence)
 
 
 def test_attention_kl_matches_naive():
@@ -140,22 +164,32 @@ def test_attention_kl_refuses_different_head_counts():
         attention_kl(random_side(g, 8, 2), random_side(g, 8, 4), masks(g))
 
 
-def test_soft_target_kl_matches_naive():
+def naive_soft_target(student_logits, teacher_logits, where, temperature) -> float:
+    """Mean over the chosen positions of KL(softmax(t/T) ‖ softmax(s/T)), times T²."""
+    total, count = 0.0, 0
+    for b, k in where:
+        p_t = naive_softmax([float(x) / temperature for x in teacher_logits[b, k]])
+        p_s = naive_softmax([float(x) / temperature for x in student_logits[b, k]])
+        total += sum(p * math.log(p / q) for p, q in zip(p_t, p_s))
+        count += 1
+    return total / count * temperature**2
+
+
+def test_soft_target_kl_matches_naive_at_masked_slots_and_at_every_real_token():
     g = torch.Generator().manual_seed(7)
     student, teacher = random_side(g, 8, 2), random_side(g, 8, 2)
     m = masks(g)
     temperature = 2.5
-    total, count = 0.0, 0
-    for b in range(BATCH):
-        for k in range(3):
-            if m.targets[b, k] == -100:
-                continue
-            p_t = naive_softmax([float(x) / temperature for x in teacher.logits[b, k]])
-            p_s = naive_softmax([float(x) / temperature for x in student.logits[b, k]])
-            total += sum(p * math.log(p / q) for p, q in zip(p_t, p_s))
-            count += 1
-    expected = total / count * temperature**2
+    slots = [(b, k) for b in range(BATCH) for k in range(3) if m.targets[b, k] != -100]
+    expected = naive_soft_target(student.logits, teacher.logits, slots, temperature)
+    got = soft_target_kl(student, teacher, m, temperature=temperature, positions="masked").item()
+    assert got == pytest.approx(expected, rel=1e-5)
+    real = [(b, i) for b in range(BATCH) for i in range(LENGTHS[b])]  # the reference's default: every real token
+    expected = naive_soft_target(student.token_logits, teacher.token_logits, real, temperature)
     assert soft_target_kl(student, teacher, m, temperature=temperature).item() == pytest.approx(expected, rel=1e-5)
+    assert soft_target_kl(student, teacher, m, temperature=temperature, positions="all").item() == pytest.approx(
+        expected, rel=1e-5)
+    assert abs(expected - naive_soft_target(student.logits, teacher.logits, slots, temperature)) > 0.01
 
 
 def test_mlm_cross_entropy_matches_naive():
@@ -187,5 +221,30 @@ def test_logit_losses_are_zero_without_filled_slots():
     g = torch.Generator().manual_seed(10)
     student, teacher = random_side(g, 8, 2), random_side(g, 8, 2)
     empty = Masks(tokens=token_mask(), targets=torch.full((BATCH, 3), -100))
-    assert soft_target_kl(student, teacher, empty).item() == 0.0
+    assert soft_target_kl(student, teacher, empty, positions="masked").item() == 0.0
     assert mlm_cross_entropy(student, teacher, empty).item() == 0.0
+
+
+@pytest.mark.parametrize("name, field, heads, relation_heads", [
+    ("attention_kl", "query", 2, None), ("value_relation_kl", "value", 2, None),
+    ("value_relation_kl", "value", 2, 4), ("query_relation_kl", "query", 2, 4), ("key_relation_kl", "key", 2, 4),
+])
+@pytest.mark.parametrize("average", ["sequence", "pooled"])
+def test_relation_losses_per_sequence_or_pooled_within_each_document(name, field, heads, relation_heads, average):
+    """Every relation loss, restricted to each document's keys (--attention-scope document), with
+    both averages, against the loops. The two averages differ on rows of different lengths."""
+    g = torch.Generator().manual_seed(11)
+    student, teacher = random_side(g, 8, heads), random_side(g, 12, heads)
+    params = {"average": average, **({"relation_heads": relation_heads} if relation_heads else {})}
+    h = relation_heads or heads
+    if name == "attention_kl":
+        args = (student.query, student.key, teacher.query, teacher.key)
+    else:
+        s_x, t_x = getattr(student, field), getattr(teacher, field)
+        args = (s_x, s_x, t_x, t_x)
+    for m, documents in ((document_masks(g), DOCUMENTS), (masks(g), None)):
+        expected = naive_relation_kl(*args, h, h, h, average=average, documents=documents)
+        assert LOSSES[name](student, teacher, m, **params).item() == pytest.approx(expected, rel=1e-5)
+    pooled = naive_relation_kl(*args, h, h, h, average="pooled", documents=DOCUMENTS)
+    per_sequence = naive_relation_kl(*args, h, h, h, average="sequence", documents=DOCUMENTS)
+    assert abs(pooled - per_sequence) > 1e-3 * abs(pooled)

@@ -8,12 +8,15 @@ import torch
 from test_distill_fixtures import build_teacher, build_world
 from transformers import BertConfig, BertForMaskedLM
 
-from distill.configs import DistillConfig, objective_terms, student_config_dict, validate
+from distill.attention import allowed_pairs, attention_bias, row_layout
+from distill.configs import DistillConfig, TermSettings, objective_terms, student_config_dict, validate
 from distill.losses import relation_log_probs
 from distill.models import (
     CapturingStudent,
     LayerCapture,
+    StopForward,
     Teacher,
+    encode,
     VocabularyMismatch,
     check_vocabulary,
     init_from_teacher,
@@ -22,6 +25,12 @@ from distill.models import (
 from distill.train import main as train_main
 
 torch.set_num_threads(1)
+
+
+def row_inputs(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(additive attention mask, position ids) of rows taken whole, as the models take them."""
+    segments, positions = row_layout(torch.where(mask, ids, torch.zeros_like(ids)), pad_id=0)
+    return attention_bias(allowed_pairs(segments), torch.float32), positions
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +45,7 @@ def make_config(teacher: BertConfig, objective: str, student: str = "distil-3l",
         objective=objective,
         student=student_dict,
         terms=objective_terms(objective, teacher.num_hidden_layers, student_dict["num_hidden_layers"], layer_map,
-                              relation_heads, 2.0, {}),
+                              TermSettings(relation_heads, 2.0, soft_target_positions="masked"), {}),
         init_from_teacher_layers=init,
         mlm_probability=0.15,
         teacher_layers=teacher.num_hidden_layers,
@@ -80,12 +89,12 @@ def test_teacher_runs_only_the_layers_the_losses_need(world):
     mask[1, 8:] = False
     feed_forward_calls = []
     teacher.bert.encoder.layer[1].intermediate.register_forward_hook(lambda *_: feed_forward_calls.append(1))
-    captured = teacher(ids, mask, None)
+    captured = teacher(ids, *row_inputs(ids, mask), None)
     assert sorted(captured) == ["1.key", "1.query", "1.value"]
     assert feed_forward_calls == []  # the pass stops once layer 1's V is computed
     probe = LayerCapture(reference.bert, {1: {"query", "key", "value"}})
     with torch.no_grad():
-        hidden, probed = probe.run(reference.bert, ids, mask)
+        hidden, probed = probe.run(reference.bert, ids, *row_inputs(ids, mask))
     assert hidden.shape == (2, 12, 64)
     assert probed.keys() == captured.keys()
     for key, tensor in probed.items():
@@ -103,10 +112,11 @@ def test_hooked_query_key_give_the_attention_probabilities(world):
     mask = torch.ones_like(ids, dtype=torch.bool)
     mask[0, 6:] = False
     with torch.no_grad():
-        _, captured = capture.run(model.bert, ids, mask)
+        _, captured = capture.run(model.bert, ids, *row_inputs(ids, mask))
         attentions = eager.bert(input_ids=ids, attention_mask=mask, output_attentions=True).attentions[2]
-    probs = relation_log_probs(captured["2.query"], captured["2.key"], 4, mask).exp()
-    assert torch.allclose(probs, attentions, atol=1e-5)
+    probs = relation_log_probs(captured["2.query"], captured["2.key"], 4, mask[:, None, :]).exp()
+    real_queries = mask[:, None, :, None].expand_as(probs)  # padded query rows are no loss's concern
+    assert torch.allclose(probs[real_queries], attentions[real_queries], atol=1e-5)
 
 
 def test_minilm_student_stops_after_the_last_qkv_and_freezes_what_no_loss_reaches(world):
@@ -115,7 +125,7 @@ def test_minilm_student_stops_after_the_last_qkv_and_freezes_what_no_loss_reache
     config = make_config(teacher.config, "minilm", student="distil-3l")
     student = CapturingStudent(BertForMaskedLM(config.student_config()), config)
     ids = torch.randint(5, 800, (2, 12))
-    outputs = student(ids, torch.ones_like(ids, dtype=torch.bool))
+    outputs = student(ids, *row_inputs(ids, torch.ones_like(ids, dtype=torch.bool)))
     assert sorted(outputs) == ["2.key", "2.query", "2.value"]
     sum(tensor.sum() for tensor in outputs.values()).backward()
     trainable = {name for name, p in student.named_parameters() if p.requires_grad}
@@ -129,24 +139,31 @@ def test_minilm_student_stops_after_the_last_qkv_and_freezes_what_no_loss_reache
 
 
 def test_student_captures_and_projects_for_hidden_cosine(world):
+    """The projection to the teacher's width is linear without bias: projected = W h, written out."""
     teacher, _ = load_teacher(str(world["teacher"]))
     config = make_config(teacher.config, "distilbert", student="minilm-23m")
     student = CapturingStudent(BertForMaskedLM(config.student_config()), config)
     assert list(student.projections) == ["2"]  # term 2 is hidden_cosine, 384 -> 64
+    assert [name for name, _ in student.projections.named_parameters()] == ["2.weight"]  # no bias to absorb the loss
     ids = torch.randint(5, 800, (2, 12))
-    outputs = student(ids, torch.ones_like(ids, dtype=torch.bool), torch.zeros(2, 3, dtype=torch.long))
+    outputs = student(ids, *row_inputs(ids, torch.ones_like(ids, dtype=torch.bool)), torch.zeros(2, 3, dtype=torch.long))
     assert outputs["projected.2"].shape == (2, 12, 64)
+    weight = student.projections["2"].weight
+    hidden = outputs[f"{config.terms[2].student_layer}.hidden"]
+    by_hand = torch.tensor([[[sum(weight[o, c].item() * hidden[b, i, c].item() for c in range(384)) for o in range(3)]
+                             for i in range(2)] for b in range(1)])
+    assert torch.allclose(outputs["projected.2"][:1, :2, :3], by_hand, atol=1e-4)
     assert outputs["logits"].shape == (2, 3, 800)
 
 
 def test_vocabulary_checks():
     vocab = ["[PAD]", "[UNK]", "a", "b"]
-    check_vocabulary("the teacher", 4, {t: i for i, t in enumerate(vocab)}, vocab)
+    check_vocabulary("the teacher", 4, list(vocab), vocab)
     check_vocabulary("the teacher", 4, None, vocab)
     with pytest.raises(VocabularyMismatch, match="vocab_size is 5 but the shards' tokenizer has 4"):
         check_vocabulary("the teacher", 5, None, vocab)
     with pytest.raises(VocabularyMismatch, match="differs from the shards' at 2 ids, first at id 2"):
-        check_vocabulary("the teacher", 4, {"[PAD]": 0, "[UNK]": 1, "b": 2, "a": 3}, vocab)
+        check_vocabulary("the teacher", 4, ["[PAD]", "[UNK]", "b", "a"], vocab)
 
 
 def test_train_refuses_a_teacher_with_another_vocabulary(world, tmp_path, capsys):
@@ -191,4 +208,70 @@ def test_config_round_trips_through_json(world):
     assert DistillConfig.from_json(config.to_json()) == config
     assert config.term_labels()[:2] == ["query_relation_kl@2:3", "query_relation_kl@3:5"]
     assert config.teacher_depth() == 4
-    assert json.loads(config.to_json())["terms"][0]["params"] == {"relation_heads": 4}
+    assert json.loads(config.to_json())["terms"][0]["params"] == {"average": "sequence", "relation_heads": 4}
+
+
+def packed_batch(world, rows: int = 6) -> dict:
+    """Real packed rows of the sample-corpus shards holding several documents, with the document layout."""
+    from distill.data import ShardBatches, open_shard_dir, open_split
+
+    shards = open_shard_dir(world["shards"])
+    ids = shards.special_ids
+    batches = ShardBatches(open_split(shards, "train"), 256, pad_id=ids["pad"], repeat=False,
+                           attention_scope="document", cls_id=ids["cls"], sep_id=ids["sep"])
+    batch = next(iter(batches))
+    several = torch.nonzero(batch["segments"].max(dim=1).values >= 1).flatten()[:rows]
+    keys = ("input_ids", "segments", "position_ids")
+    return {**{key: batch[key][several] for key in keys}, "cls": ids["cls"], "sep": ids["sep"]}
+
+
+def documents_of(row: list[int], cls: int, sep: int, pad: int = 0) -> list[tuple[int, int, int]]:
+    """(start, end, first position) of each document of a packed row, found by walking it: a
+    document ends with its [SEP]; it starts at position 0 when it starts with [CLS], else at 1."""
+    found, start = [], 0
+    for index, token in enumerate(row):
+        if token == pad:
+            break
+        if token == sep:
+            found.append((start, index + 1, 0 if row[start] == cls else 1))
+            start = index + 1
+    return found
+
+
+def test_document_scope_encodes_each_document_as_if_it_were_alone(world):
+    """Teacher and student on packed rows with --attention-scope document: each document's hidden
+    states and Q/K/V equal those of transformers' own forward of that document alone (no padding,
+    positions restarting), within 1e-5."""
+    batch = packed_batch(world)
+    assert len(batch["input_ids"]) == 6 and (batch["segments"].max(dim=1).values >= 1).all()
+    teacher, _ = load_teacher(str(world["teacher"]))
+    reference, _ = load_teacher(str(world["teacher"]))
+    config = make_config(teacher.config, "minilm", student="distil-3l", layer_map=[(3, 2)])
+    student = CapturingStudent(BertForMaskedLM(config.student_config()), config).eval()
+    wrapped = Teacher(teacher, config)
+    bias = attention_bias(allowed_pairs(batch["segments"]), torch.float32)
+    with torch.no_grad():
+        packed = {"teacher": wrapped(batch["input_ids"], bias, batch["position_ids"], None),
+                  "student": student(batch["input_ids"], bias, batch["position_ids"])}
+        packed["teacher"]["last"] = encode(reference.bert, batch["input_ids"], bias, batch["position_ids"])
+    probes = {"teacher": LayerCapture(reference.bert, {3: {"query", "key", "value"}}),
+              "student": LayerCapture(student.student.bert, {2: {"query", "key", "value"}})}
+    models = {"teacher": reference.bert, "student": student.student.bert}
+    checked = 0
+    for b, row in enumerate(batch["input_ids"].tolist()):
+        for start, end, first in documents_of(row, batch["cls"], batch["sep"]):
+            alone = torch.tensor([row[start:end]])
+            positions = torch.arange(first, first + end - start)[None]
+            for side in ("teacher", "student"):
+                with torch.no_grad():  # transformers' own forward: one unpadded sequence, its own positions
+                    try:
+                        single = {"last": models[side](input_ids=alone, position_ids=positions).last_hidden_state}
+                    except StopForward:  # the student's own hook cuts its pass after the last projection
+                        single = {}
+                single.update(probes[side]._store)
+                probes[side]._store = {}
+                assert single
+                for key, tensor in single.items():
+                    assert torch.allclose(packed[side][key][b, start:end], tensor[0], atol=1e-5), (side, key, b, start)
+                    checked += 1
+    assert checked > 20
