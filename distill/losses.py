@@ -70,12 +70,21 @@ def relation_log_probs(left: Tensor, right: Tensor, heads: int, allowed: Tensor)
     With left = Q and right = K this is the self-attention distribution; with left = right = V
     it is MiniLM's value relation. `allowed` is bool [batch, seq or 1, seq] (Masks.allowed_keys):
     the same keys the models' attention sees, so the rebuilt distribution is the attention's.
+    The scale goes into the small left operand and the mask into the product (fused by baddbmm for
+    one key mask per row, added in place for per-query pairs): the [batch, heads, seq, seq] scores
+    are written once before the softmax.
     """
     batch, seq, width = left.shape
     left_h, right_h = _split_heads(left, heads), _split_heads(right, heads)
-    scores = torch.bmm(left_h, right_h.transpose(1, 2)).view(batch, heads, seq, seq) / math.sqrt(left_h.shape[-1])
+    left_h = left_h * (1.0 / math.sqrt(left_h.shape[-1]))
     bias = torch.zeros(allowed.shape, device=left.device).masked_fill(~allowed, torch.finfo(torch.float32).min)
-    return (scores + bias[:, None]).log_softmax(dim=-1)
+    if allowed.shape[1] == 1:
+        bias = bias[:, None].expand(batch, heads, 1, seq).reshape(batch * heads, 1, seq)
+        scores = torch.baddbmm(bias, left_h, right_h.transpose(1, 2)).view(batch, heads, seq, seq)
+    else:
+        scores = torch.bmm(left_h, right_h.transpose(1, 2)).view(batch, heads, seq, seq)
+        scores.add_(bias[:, None])
+    return scores.log_softmax(dim=-1)
 
 
 def relation_kl(teacher_log_probs: Tensor, student_log_probs: Tensor, tokens: Tensor, average: str = "sequence") -> Tensor:
