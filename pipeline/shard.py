@@ -20,12 +20,13 @@ import time
 from dataclasses import dataclass
 
 from pipeline import cli
+from tokenizer_training.loading import TokenizerSourceError, looks_local
+from tokenizer_training.loading import load_tokenizer as load_tokenizer_files
 from transforms import storage
 from transforms import token_shards as ts
 from transforms.packing import PACKERS
-from transforms.shard_stages import (DEFAULT_SHARD_TOKENS, ReadUnit, ShardInputError, ShardSettings, load_tokenizer,
-                                     plan_units, read_index, split_summaries)
-from transforms.special_tokens import TOKENIZER_JSON, special_token_names
+from transforms.shard_stages import (DEFAULT_SHARD_TOKENS, ReadUnit, ShardInputError, ShardSettings, plan_units,
+                                     read_index, split_summaries)
 
 COMMAND = "pipeline.shard"
 PUBLISHED = (*ts.SPLITS, ts.TOKENIZER_SUBDIR)  # what a run replaces, besides manifest.json and its staging directory
@@ -38,8 +39,9 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--input", action="append", required=True, metavar="PATTERN",
                         help="a clean corpus directory (DIR/clean/*.parquet), Parquet files or globs; local paths "
                              "or gs:// s3:// URIs; repeatable")
-    parser.add_argument("--tokenizer", required=True, metavar="DIR",
-                        help="tokenizer directory (tokenizer.json, vocab.txt, ...), as pipeline.tokenize writes")
+    parser.add_argument("--tokenizer", required=True, metavar="DIR_OR_HUB_ID",
+                        help="a BERT WordPiece tokenizer: pipeline.tokenize's output, a teacher's model directory "
+                             "(only its tokenizer files are read), a vocab.txt or tokenizer.json directory, or a hub id")
     parser.add_argument("--output", required=True, metavar="DIR", help="token shard directory to write")
     parser.add_argument("--seq-len", type=int, default=128, help="ids per sequence, [CLS] and [SEP] included")
     parser.add_argument("--packing", choices=sorted(PACKERS), default="concat",
@@ -61,7 +63,8 @@ def settings_from_args(args, parser: cli.ArgumentParser) -> ShardSettings:
     try:
         return ShardSettings(
             inputs=tuple(storage.absolute(pattern) for pattern in args.input),
-            tokenizer=storage.absolute(args.tokenizer), output=storage.absolute(args.output),
+            tokenizer=storage.absolute(args.tokenizer) if looks_local(args.tokenizer) else args.tokenizer,
+            output=storage.absolute(args.output),
             seq_len=args.seq_len, packing=args.packing, validation_fraction=args.validation_fraction,
             shard_tokens=args.shard_tokens, seed=args.seed, text_field=args.text_field, limit=args.limit)
     except ShardInputError as err:
@@ -83,21 +86,17 @@ class Plan:
     vocab_size: int
 
 
-def read_tokenizer(directory: str) -> tuple[dict[str, bytes], dict[str, int], int]:
-    """(the directory's files by name, special token ids by role, vocabulary size)."""
-    if not storage.is_file(storage.join(directory, TOKENIZER_JSON)):
-        raise ShardInputError(f"{directory}: no {TOKENIZER_JSON} (expected a directory written by pipeline.tokenize)")
-    files = {name: storage.read_bytes(storage.join(directory, name)) for name in storage.list_files(directory)}
+def read_tokenizer(source: str) -> tuple[dict[str, bytes], dict[str, int], int]:
+    """(the tokenizer files by name, special token ids by role, vocabulary size).
+
+    Whatever the source (tokenizer_training.loading): exactly the four tokenizer files, the missing
+    ones derived, never anything else of the directory, so a teacher's weights never reach the shards.
+    """
     try:
-        tokenizer = load_tokenizer(storage.join(directory, TOKENIZER_JSON))
-        names = special_token_names(files)
-    except Exception as err:  # a tokenizer.json that tokenizers cannot parse, a config that is not JSON
-        raise ShardInputError(f"{directory}: {type(err).__name__}: {err}") from err
-    ids = {role: tokenizer.token_to_id(name) for role, name in names.items()}
-    missing = [f"{role} {names[role]}" for role, token_id in ids.items() if token_id is None]
-    if missing:
-        raise ShardInputError(f"the tokenizer lacks special tokens: {', '.join(missing)}")
-    return files, ids, tokenizer.get_vocab_size(with_added_tokens=True)
+        tokenizer = load_tokenizer_files(source)
+    except TokenizerSourceError as err:
+        raise ShardInputError(str(err)) from err
+    return tokenizer.files, tokenizer.special_ids, len(tokenizer.vocab)
 
 
 def check_output(output: str, overwrite: bool) -> None:

@@ -13,13 +13,16 @@ import json
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
-from test_distill_fixtures import build_teacher, build_world
+from test_distill_fixtures import build_teacher, build_world, sample_texts
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from distill.evaluate import main as evaluate_main
 from distill.train import main as train_main
+from pipeline import shard
 from tokenizer_training.loading import TokenizerSourceError, load_tokenizer, looks_local
 from transforms.special_tokens import TOKENIZER_FILES
 
@@ -59,6 +62,75 @@ def assert_is_the_student(student_dir: Path, teacher_dir: Path) -> None:
     assert json.loads((student_dir / "config.json").read_text())["hidden_size"] == 32
     assert sha256(student_dir / "model.safetensors") != sha256(teacher_dir / "model.safetensors")
     assert AutoModelForMaskedLM.from_pretrained(str(student_dir)).config.hidden_size == 32
+
+
+def clean_corpus(root: Path) -> Path:
+    """A clean corpus file of the sample texts (id, text), as pipeline.run writes them."""
+    texts = list(sample_texts())
+    root.mkdir(parents=True)
+    pq.write_table(pa.table({"id": [f"doc-{i:05d}" for i in range(len(texts))], "text": texts}), root / "part-00000.parquet")
+    return root / "part-00000.parquet"
+
+
+def run_shard(corpus: Path, tokenizer: Path | str, output: Path) -> int:
+    return shard.main(["--input", str(corpus), "--tokenizer", str(tokenizer), "--output", str(output), "--seq-len", "32",
+                       "--validation-fraction", "0.1", "--quiet"])
+
+
+def shard_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.arrow"))}
+
+
+def test_a_teacher_directory_as_the_shards_tokenizer_gives_the_student(world, tmp_path):
+    """Blocker 1, end to end: `pipeline.shard --tokenizer TEACHER_DIR` reads only the tokenizer files
+    (the shards' tokenizer/ holds exactly them), and the exported student is the student."""
+    corpus = clean_corpus(tmp_path / "corpus")
+    assert run_shard(corpus, world["teacher"], tmp_path / "shards") == 0
+    assert sorted(p.name for p in (tmp_path / "shards" / "tokenizer").iterdir()) == sorted(TOKENIZER_FILES)
+    assert train(world, tmp_path / "out", world["teacher"], "--objective", "distilbert", shards=tmp_path / "shards") == 0
+    assert_is_the_student(tmp_path / "out" / "student", world["teacher"])
+
+
+@pytest.mark.parametrize("layout", ["vocab_only", "json_only", "model_dir"])
+def test_the_same_tokenizer_in_any_layout_gives_the_same_shards(world, tmp_path, layout):
+    """pipeline.shard with the tokenizer as vocab.txt alone (casing inferred: cased, no accent
+    stripping), tokenizer.json alone, or a model directory: byte-identical token shards, and a
+    normalised tokenizer/ of exactly the four files, which AutoTokenizer loads."""
+    corpus = clean_corpus(tmp_path / "corpus")
+    assert run_shard(corpus, world["tokenizer"], tmp_path / "reference") == 0
+    source = tmp_path / layout
+    if layout == "model_dir":
+        shutil.copytree(world["teacher"], source)
+    else:
+        source.mkdir()
+        name = "vocab.txt" if layout == "vocab_only" else "tokenizer.json"
+        shutil.copy2(world["tokenizer"] / name, source / name)
+    assert run_shard(corpus, source, tmp_path / "shards") == 0
+    assert shard_files(tmp_path / "shards") == shard_files(tmp_path / "reference")
+    tokenizer_dir = tmp_path / "shards" / "tokenizer"
+    assert sorted(p.name for p in tokenizer_dir.iterdir()) == sorted(TOKENIZER_FILES)
+    text = sample_texts()[3]
+    assert AutoTokenizer.from_pretrained(str(tokenizer_dir))(text)["input_ids"] == \
+        AutoTokenizer.from_pretrained(str(world["tokenizer"]))(text)["input_ids"]
+
+
+def test_shard_refuses_a_mistyped_tokenizer_path_and_a_foreign_tokenizer(world, tmp_path, capsys):
+    corpus = clean_corpus(tmp_path / "corpus")
+    assert run_shard(corpus, tmp_path / "no" / "such" / "teacher", tmp_path / "out") == 2
+    assert "no such directory" in capsys.readouterr().err
+    kobert = tmp_path / "kobert"
+    kobert.mkdir()
+    shutil.copy2(world["tokenizer"] / "vocab.txt", kobert / "vocab.txt")
+    (kobert / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "KoBertTokenizer"}))
+    assert run_shard(corpus, kobert, tmp_path / "out") == 2
+    assert "names KoBertTokenizer, not a BERT WordPiece tokenizer" in capsys.readouterr().err
+    lowered = tmp_path / "lowered"
+    lowered.mkdir()
+    shutil.copy2(world["tokenizer"] / "vocab.txt", lowered / "vocab.txt")
+    (lowered / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))  # NFD turns Hangul to jamo
+    assert run_shard(corpus, lowered, tmp_path / "out") == 2
+    assert "of its own vocabulary words into [UNK]" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_old_shards_holding_the_teachers_weights_still_export_the_student(world, tmp_path):

@@ -519,7 +519,8 @@ def test_null_ids_are_refused_before_work(corpus, tmp_path, capsys):
 @pytest.mark.parametrize("change, message", [
     (lambda c, t: ["--input", str(t / "nothing")], "no such file or directory"),
     (lambda c, t: ["--input", str(t / "*.parquet")], "matches no file"),
-    (lambda c, t: ["--tokenizer", str(t)], "no tokenizer.json"),
+    (lambda c, t: ["--tokenizer", str(t)], "no tokenizer files (tokenizer.json or vocab.txt)"),
+    (lambda c, t: ["--tokenizer", str(t / "no" / "such")], "no such directory"),
     (lambda c, t: ["--text-field", "body"], "no column 'body'"),
     (lambda c, t: ["--seq_len", "64"], "unknown option --seq_len; did you mean --seq-len?"),
     (lambda c, t: ["--seq-lenght", "64"], "unknown option --seq-lenght; did you mean --seq-len?"),

@@ -37,8 +37,7 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass, field
-
-from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from typing import TYPE_CHECKING
 
 from transforms import storage
 from transforms.special_tokens import SPECIAL_TOKEN_ROLES, TOKENIZER_FILES, TOKENIZER_JSON, special_token_names
@@ -47,6 +46,8 @@ VOCAB_TXT = "vocab.txt"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP = "special_tokens_map.json"
 MODEL_CONFIG = "config.json"  # read for model_max_length only; never copied
+if TYPE_CHECKING:  # tokenizers is imported where it is used: pipeline.shard --help stays light
+    from tokenizers import Tokenizer
 # Fast tokenizer classes whose backend is BERT's WordPiece pipeline.
 WORDPIECE_CLASSES = {"BertTokenizer", "BertTokenizerFast", "ElectraTokenizer", "ElectraTokenizerFast",
                      "DistilBertTokenizer", "DistilBertTokenizerFast", "PreTrainedTokenizerFast",
@@ -146,6 +147,8 @@ def casing_from_config(config: dict) -> dict:
 
 def wordpiece_tokenizer(vocab: list[str], names: dict[str, str], casing: dict) -> Tokenizer:
     """BERT's pipeline over a vocabulary, as transformers' BertConverter builds it from vocab.txt."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
     ids = {token: index for index, token in enumerate(vocab)}
     tokenizer = Tokenizer(models.WordPiece(vocab=ids, unk_token=names["unk"], max_input_chars_per_word=100,
                                            continuing_subword_prefix="##"))
@@ -172,6 +175,8 @@ def vocabulary(tokenizer: Tokenizer, source: str) -> list[str]:
 
 def backend(files: dict[str, bytes], names: dict[str, str], source: str) -> tuple[Tokenizer, list[str], list[str]]:
     """(tokenizers.Tokenizer, vocabulary, notes) from tokenizer.json, else from vocab.txt."""
+    from tokenizers import Tokenizer
+
     notes = []
     if TOKENIZER_JSON in files:
         try:
