@@ -210,3 +210,23 @@ def test_teacher_assistant_recipe_a_distilled_student_is_the_next_teacher(world,
     assert_is_the_student(tmp_path / "small" / "student", assistant_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "small" / "student"))
     assert tokenizer.get_vocab() == AutoTokenizer.from_pretrained(str(assistant_dir)).get_vocab()
+
+
+def test_a_hub_id_fetches_only_tokenizer_and_config_files(world, tmp_path, monkeypatch):
+    """A hub id is downloaded with huggingface_hub, tokenizer and config files only (never weights),
+    then read like a local directory. (Offline here: the download is replaced by a local snapshot.)"""
+    import huggingface_hub
+
+    snapshot = tmp_path / "snapshot"
+    shutil.copytree(world["teacher"], snapshot)
+    asked = {}
+
+    def snapshot_download(repo_id, allow_patterns):
+        asked.update(repo_id=repo_id, allow_patterns=allow_patterns)
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    loaded = load_tokenizer("klue/bert-base")
+    assert asked["repo_id"] == "klue/bert-base"
+    assert sorted(asked["allow_patterns"]) == sorted([*TOKENIZER_FILES, "config.json"])
+    assert loaded.vocab == load_tokenizer(str(world["tokenizer"])).vocab
