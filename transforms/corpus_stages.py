@@ -67,6 +67,7 @@ class RunSettings:
     num_partitions: int
     staging: str  # DIR/_temporary: the stages write here, pipeline.run publishes
     write_clusters: bool = False
+    encoding: str = reading.DEFAULT_ENCODING  # --encoding, Python's name (utf-8, cp949, euc_kr)
 
     def output_schema(self) -> pa.Schema:
         """The clean corpus's columns: id, text and the --keep-fields (docs/formats.md)."""
@@ -81,27 +82,37 @@ class RunSettings:
 
 @dataclass(frozen=True)
 class SourceFile:
-    """One input file: its path, the name ids and rejected/ show (relative to the inputs' common prefix), its format."""
+    """One input file: its path, the name ids and rejected/ show (relative to the inputs' common prefix), its format
+    and, for tsv/csv, its quoting (--quoting, or what the preflight found for the file: transforms.preflight)."""
 
     path: str
     name: str
     fmt: str
+    quoting: str = "auto"
 
 
 @dataclass
 class LineBatch:
-    """Consecutive raw lines of one file (None: a line over --max-line-bytes), numbered from `first_line`.
+    """Consecutive records of one file (reading.RecordReader: None is one over --max-line-bytes), numbered from
+    `first_line` (a record's line, or a JSON array element's index), or by `line_numbers` where records may span
+    lines (tsv/csv).
 
     The last batch of a file carries the file's counts (files_read, files_empty,
-    files_with_read_errors) and, when the file could not be read to its end, the error.
+    files_with_read_errors, records_read_literally, records_spanning_lines) and, when the file
+    could not be read to its end, the error, at line `end_line`.
     """
 
     source: SourceFile
     header: list[str] | None
     first_line: int
-    lines: list[bytes | None]
+    lines: list
     read_error: str | None = None
     counts: Counter = field(default_factory=Counter)
+    line_numbers: list[int] | None = None
+    end_line: int | None = None
+
+    def line_of(self, offset: int) -> int:
+        return self.first_line + offset if self.line_numbers is None else self.line_numbers[offset]
 
 
 def partition_of(key: str, num_partitions: int) -> int:
@@ -118,37 +129,45 @@ def partition_of(key: str, num_partitions: int) -> int:
 
 
 def read_line_batches(source: SourceFile, settings: RunSettings, limit: int | None = None) -> Iterator[LineBatch]:
-    """A file's lines in batches of LINES_PER_BATCH, read through transforms.storage (any pyarrow file system).
+    """A file's records in batches of LINES_PER_BATCH, read through transforms.storage (any pyarrow file system).
 
-    A tsv/csv header row is kept apart. A file that fails midway (corrupt or truncated
-    compression) keeps what was read before the failure and reports the rest as the last
-    batch's `read_error`. With `limit`, at most that many lines are returned.
+    Records come from reading.RecordReader: lines; RFC 4180 tsv/csv records, whose header
+    row is kept apart and which may span lines (numbered by their first line); the elements
+    of a JSON array. A file that fails midway (corrupt or truncated compression) keeps what
+    was read before the failure and reports the rest as the last batch's `read_error`. With
+    `limit`, at most that many records are returned.
     """
     counts: Counter = Counter()
-    header, lines, first_line, line_number, error = None, [], 0, 0, None
+    lines, numbers, first_line, reader, error = [], [], 0, None, None
+    numbered = source.fmt in reading.TABLE_FORMATS
     try:
         with storage.open_input(source.path) as raw:
-            for line in reading.iter_lines(storage.decompressed(raw, source.path), settings.max_line_bytes):
-                line_number += 1
-                if source.fmt in ("tsv", "csv") and header is None and line is not None:
-                    header = reading.parse_header(line, source.fmt)
-                    continue
+            reader = reading.RecordReader(storage.decompressed(raw, source.path), source.fmt, settings.max_line_bytes,
+                                          source.quoting, settings.encoding)
+            for number, line in reader:
                 if not lines:
-                    first_line = line_number
+                    first_line = number
                 lines.append(line)
+                if numbered:
+                    numbers.append(number)
                 if limit is not None and len(lines) >= limit:
                     break
                 if len(lines) >= LINES_PER_BATCH:
-                    yield LineBatch(source, header, first_line, lines)
+                    yield LineBatch(source, reader.header, first_line, lines, line_numbers=numbers if numbered else None)
                     limit = None if limit is None else limit - len(lines)
-                    lines = []
+                    lines, numbers = [], []
     except Exception as failure:  # noqa: BLE001 - any failure of a file is its read_error, counted
         error = f"{type(failure).__name__}: {failure}"
         counts["files_with_read_errors"] += 1
     else:
-        counts["files_empty"] += line_number == 0
+        counts["files_empty"] += reader.next_number == 1
     counts["files_read"] += 1
-    yield LineBatch(source, header, first_line if lines else line_number + 1, lines, error, +counts)
+    next_number = reader.next_number if reader is not None else 1
+    if reader is not None:
+        counts.update(reader.counts)
+    yield LineBatch(source, reader.header if reader is not None else None, first_line if lines else next_number,
+                    lines, error, +counts, line_numbers=numbers if numbered else None,
+                    end_line=next_number if numbered else None)
 
 
 def read_files(sources: Sequence[SourceFile], settings: RunSettings, limit: int | None = None
@@ -180,9 +199,10 @@ def parse_clean_filter(batch: LineBatch, settings: RunSettings
     if batch.read_error is not None:
         tally["input_records"] += 1
         tally[drop_reasons.READ_ERROR] += 1
-        rejects.append(reading.Reject(batch.source.name, batch.first_line + len(batch.lines),
-                                      drop_reasons.READ_ERROR, batch.read_error).to_json())
-    line_numbers, ids, texts, kept = _parse_lines(batch, settings.fields, tally, rejects)
+        end_line = batch.end_line if batch.end_line is not None else batch.first_line + len(batch.lines)
+        rejects.append(reading.Reject(batch.source.name, end_line, drop_reasons.READ_ERROR,
+                                      batch.read_error).to_json())
+    line_numbers, ids, texts, kept = _parse_lines(batch, settings, tally, rejects)
     texts = clean_batch(texts, settings.clean)
     rows = _length_filter(texts, settings, tally)
     texts = [texts[row] for row in rows]
@@ -194,19 +214,20 @@ def parse_clean_filter(batch: LineBatch, settings: RunSettings
     return partitions, rejected, tally
 
 
-def _parse_lines(batch: LineBatch, fields: reading.FieldSpec, tally: Counter, rejects: list[dict]):
-    """(line numbers, ids or None, raw texts, kept fields) of the lines that parse; the others counted."""
+def _parse_lines(batch: LineBatch, settings: RunSettings, tally: Counter, rejects: list[dict]):
+    """(line numbers, ids or None, raw texts, kept fields) of the records that parse; the others counted."""
     line_numbers, ids, texts, kept = [], [], [], []
+    fields, source, encoding = settings.fields, batch.source, settings.encoding
     for offset, raw in enumerate(batch.lines):
         parsed = drop_reasons.LINE_TOO_LONG if raw is None else reading.parse_line(
-            raw, batch.source.fmt, fields, batch.header)
+            raw, source.fmt, fields, batch.header, encoding, source.quoting)
         if isinstance(parsed, str):
             tally[parsed] += 1
             if parsed != drop_reasons.BLANK_LINE:
-                rejects.append(reading.Reject(batch.source.name, batch.first_line + offset, parsed,
+                rejects.append(reading.Reject(source.name, batch.line_of(offset), parsed,
                                               "" if raw is None else reading.raw_excerpt(raw)).to_json())
             continue
-        line_numbers.append(batch.first_line + offset)
+        line_numbers.append(batch.line_of(offset))
         ids.append(parsed[0])
         texts.append(parsed[1])
         kept.append(parsed[2])
