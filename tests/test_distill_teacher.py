@@ -23,7 +23,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer
 from distill.evaluate import main as evaluate_main
 from distill.train import main as train_main
 from pipeline import shard
-from tokenizer_training.loading import TokenizerSourceError, load_tokenizer, looks_local
+from tokenizer_training.loading import TokenizerSourceError, infer_casing, load_tokenizer, looks_local
 from transforms.special_tokens import TOKENIZER_FILES
 
 torch.set_num_threads(1)
@@ -230,3 +230,12 @@ def test_a_hub_id_fetches_only_tokenizer_and_config_files(world, tmp_path, monke
     assert asked["repo_id"] == "klue/bert-base"
     assert sorted(asked["allow_patterns"]) == sorted([*TOKENIZER_FILES, "config.json"])
     assert loaded.vocab == load_tokenizer(str(world["tokenizer"])).vocab
+
+
+def test_casing_inferred_from_a_bare_vocabulary():
+    """Special and [unusedN] tokens say nothing about casing; Hangul forbids accent stripping."""
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused0]"]
+    assert infer_casing([*specials, "hello", "##s"])["lowercase"] is True  # an uncased English vocabulary
+    assert infer_casing([*specials, "Hello", "##s"])["lowercase"] is False
+    assert infer_casing([*specials, "한국", "##어"])["strip_accents"] is False
+    assert infer_casing([*specials, "hello"])["strip_accents"] is None  # BERT's default: follows lower-casing

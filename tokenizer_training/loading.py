@@ -121,20 +121,20 @@ def has_tokenizer(files: dict[str, bytes]) -> bool:
 # ---------------------------------------------------------------- the WordPiece backend
 
 
-def parse_vocab_txt(data: bytes, source: str) -> list[str]:
-    """vocab.txt: one token a line, ids in line order (BERT's load_vocab: only the newline is cut)."""
+def parse_vocab_txt(data: bytes) -> list[str]:
+    """vocab.txt: one token a line, ids in line order (BERT's load_vocab: only the newline is cut; a
+    token listed twice maps to its last line, the earlier id is never produced)."""
     tokens = data.decode("utf-8").split("\n")
     if tokens and tokens[-1] == "":
         tokens.pop()
-    if len(set(tokens)) != len(tokens):
-        raise TokenizerSourceError(f"{source}: vocab.txt lists a token twice, so two ids would share it")
     return tokens
 
 
 def infer_casing(vocab: list[str]) -> dict:
     """BERT normalizer settings for a vocabulary that comes without any: lower-case only when no
     token has an upper-case letter; no accent stripping when Hangul syllables are in the vocabulary."""
-    lowercase = not any(char.isupper() for token in vocab for char in token if not token.startswith("[unused"))
+    words = [token for token in vocab if not (token.startswith("[") and token.endswith("]"))]  # not [CLS], [unused0]
+    lowercase = not any(char.isupper() for token in words for char in token)
     hangul = any("\uac00" <= char <= "\ud7a3" for token in vocab for char in token)
     return {"lowercase": lowercase, "strip_accents": False if hangul else None, "handle_chinese_chars": True}
 
@@ -188,10 +188,10 @@ def backend(files: dict[str, bytes], names: dict[str, str], source: str) -> tupl
             raise TokenizerSourceError(f"{source}: tokenizer.json holds a {kind} model; koforge's shards and students "
                                        "need a BERT WordPiece tokenizer")
         vocab = vocabulary(tokenizer, source)
-        if VOCAB_TXT in files and parse_vocab_txt(files[VOCAB_TXT], source) != vocab:
+        if VOCAB_TXT in files and parse_vocab_txt(files[VOCAB_TXT]) != vocab:
             raise TokenizerSourceError(f"{source}: vocab.txt and tokenizer.json list different vocabularies")
         return tokenizer, vocab, notes
-    vocab = parse_vocab_txt(files[VOCAB_TXT], source)
+    vocab = parse_vocab_txt(files[VOCAB_TXT])
     if TOKENIZER_CONFIG in files:
         casing = casing_from_config(json.loads(files[TOKENIZER_CONFIG]))
     else:
