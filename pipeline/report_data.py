@@ -341,20 +341,24 @@ def sample_profile(sample: dict, options: dict, examples: int) -> dict:
 
     cleaned = [profile.clean_steps(text, sample["clean_options"])[-1][1] for text in sample["texts"]]
     low, high = options.get("min_chars") or 0, options.get("max_chars")
-    filtered: dict[str, list[dict]] = {}
+    filtered: dict[str, dict[str, dict]] = {}  # reason -> raw text -> example (distinct texts, counted)
     kept = []
     for raw, text in zip(sample["texts"], cleaned):
         reason = (drop_reasons.EMPTY_AFTER_CLEAN if not text else drop_reasons.TOO_SHORT if len(text) < low
                   else drop_reasons.TOO_LONG if high is not None and len(text) > high else None)
         if reason is None:
             kept.append(text)
-        elif len(filtered.setdefault(reason, [])) < examples:
-            filtered[reason].append({"raw": raw[:1000], "clean": text[:1000]})
+            continue
+        seen = filtered.setdefault(reason, {})
+        if raw in seen:
+            seen[raw]["count"] += 1
+        elif len(seen) < examples:
+            seen[raw] = {"raw": raw[:1000], "clean": text[:1000], "count": 1}
     return {"lines": sample["lines"], "records": len(cleaned),
             "length_before": dict(sorted(profile.length_histogram(map(len, cleaned)).items())),
             "length_after": dict(sorted(profile.length_histogram(map(len, kept)).items())),
             "clean": dict(profile.clean_rule_changes(sample["texts"], sample["clean_options"])),
-            "filtered": filtered}
+            "filtered": {reason: list(seen.values()) for reason, seen in filtered.items()}}
 
 
 # ---------------------------------------------------------------- tokenizer, shards, distillation, evaluation
@@ -421,7 +425,8 @@ def collect_shards(path: str) -> dict:
         special = manifest.get("special_tokens", {})
         sample = {"file": first, "rows": len(ids),
                   "fill": np.bincount((ids != special.get("pad", 0)).sum(axis=1), minlength=seq_len + 1).tolist(),
-                  "documents": dict(sorted(Counter((ids == special.get("cls", 2)).sum(axis=1).tolist()).items()))}
+                  # every document (or piece of one) in a sequence ends with [SEP] (docs/shard.md, Packing)
+                  "documents": dict(sorted(Counter((ids == special.get("sep", 3)).sum(axis=1).tolist()).items()))}
     return {"path": path, "manifest": manifest, "splits": splits, "sample": sample}
 
 

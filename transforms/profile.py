@@ -150,12 +150,22 @@ def token_lengths(vocabulary: Iterable[str]) -> Counter:
 
 
 def split_words(tokenizer, texts: Iterable[str], min_pieces: int = 3, top: int = 20) -> list[dict]:
-    """The `top` most frequent whitespace words that `tokenizer` (a tokenizers.Tokenizer) cuts into >= min_pieces.
+    """The `top` most frequent words that `tokenizer` (a tokenizers.Tokenizer) cuts into >= min_pieces pieces.
 
-    Words are counted over `texts` (a sample: the caller bounds it), encoded once each.
-    Returns [{"word", "count", "pieces": [token, ...]}], most frequent first, ties by word.
+    A word is what the tokenizer's own normalizer and pre-tokenizer make of the text (for
+    BERT: split at whitespace and punctuation), so `좋다!!` is three words and only WordPiece's
+    cuts count as pieces. Counted over `texts` (a sample: the caller bounds it), each
+    distinct word encoded once. Returns [{"word", "count", "pieces": [token, ...]}], most
+    frequent first, ties by word.
     """
-    frequency = Counter(word for text in texts for word in text.split())
+    normalizer, pre_tokenizer = tokenizer.normalizer, tokenizer.pre_tokenizer
+    frequency: Counter = Counter()
+    for text in texts:
+        text = normalizer.normalize_str(text) if normalizer is not None else text
+        if pre_tokenizer is not None:
+            frequency.update(word for word, _ in pre_tokenizer.pre_tokenize_str(text))
+        else:
+            frequency.update(text.split())
     words = sorted(frequency)
     encodings = tokenizer.encode_batch([[word] for word in words], is_pretokenized=True, add_special_tokens=False)
     split = [{"word": word, "count": frequency[word], "pieces": encoding.tokens}
