@@ -12,14 +12,16 @@ $(STAMP): pyproject.toml
 	python3 -m venv .venv
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[distill,test]'
+	$(PIP) install -q -e '.[distill,test,report]'
 	touch $(STAMP)
 
-# The sample corpus through the data stages: clean corpus, vocabulary, token shards.
+# The sample corpus through the data stages: clean corpus, vocabulary, token shards, and the report page on them.
 demo: setup
 	$(PY) -m pipeline.run --output demo_output/corpus --keep-fields date --write-clusters --overwrite
 	$(PY) -m pipeline.tokenize --input demo_output/corpus --output demo_output/tokenizer --vocab-size 1000 --stratify-by date:month --overwrite
 	$(PY) -m pipeline.shard --input demo_output/corpus --tokenizer demo_output/tokenizer --output demo_output/shards --seq-len 128 --overwrite
+	$(PY) -m pipeline.report demo_output/corpus demo_output/tokenizer demo_output/shards --output demo_output/report.html --overwrite
+	@echo "report: open file://$(CURDIR)/demo_output/report.html in a browser"
 
 test: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile

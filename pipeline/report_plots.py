@@ -16,6 +16,7 @@ import base64
 import importlib.util
 import io
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ PALETTE = ("#2f6690", "#d9822b", "#3a7d44", "#8e5ea2", "#b23a48", "#6c757d")
 DROPPED_COLOR = "#e4a0a8"
 FIGURE_SIZE = (7.0, 2.9)  # inches; the page shows figures at most ~720 px wide
 HANGUL_PROBE = "가"
+HANGUL = re.compile("[\u1100-\u11ff\u3130-\u318f\uac00-\ud7a3]+")
 RULE_LABELS = {"nfc": "NFC normalised", "disallowed_characters": "disallowed chars -> space",
                "urls": "URLs removed", "repeats": "repeats shortened", "whitespace": "spacing collapsed",
                "changed": "any change"}
@@ -92,6 +94,15 @@ def bucket_label(edges: list[int], index: int) -> str:
     return f"{low:,}" if high == low else f"{low:,}-{high:,}"
 
 
+def keep_hangul_out(figure) -> None:
+    """Without a Hangul font, a Hangul run that reached a figure anyway becomes '?', never an empty box."""
+    from matplotlib.text import Text
+
+    for text in figure.findobj(Text):
+        if HANGUL.search(text.get_text()):
+            text.set_text(HANGUL.sub("?", text.get_text()))
+
+
 def pad_bars(axes, first: int, last: int, slots: int = 8) -> None:
     """Keep a few bars from spreading over the whole width: at least `slots` bar widths on the x axis."""
     extra = max(0.0, (slots - (last - first + 1)) / 2)
@@ -117,6 +128,8 @@ class Figures:
         with matplotlib.rc_context(self.rc):
             figure = Figure(figsize=size, layout="constrained")
             draw(figure)
+            if self.font is None:
+                keep_hangul_out(figure)
             buffer = io.BytesIO()
             figure.savefig(buffer, format="svg", metadata={"Date": None})
         return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -349,12 +362,14 @@ def font_face(font: HangulFont | None, text: str, family: str) -> tuple[str, int
     loaded = subset.load_font(font.path, options)
     wanted = {ord(char) for char in text if ord(char) > 0x7F} & set(loaded.getBestCmap())
     if not wanted:
+        loaded.close()
         return "", 0
     subsetter = subset.Subsetter(options)
     subsetter.populate(unicodes=sorted(wanted))
     subsetter.subset(loaded)
     buffer = io.BytesIO()
     subset.save_font(loaded, buffer, options)
+    loaded.close()
     ranges, points = [], sorted(wanted)
     start = previous = points[0]
     for point in points[1:] + [None]:
