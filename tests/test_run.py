@@ -156,18 +156,21 @@ def test_formats_and_compressions(tmp_path, suffix):
     write_compressed(inputs / f"b.tsv{suffix}",
                      "id\tdocument\tlabel\n7\t영화가 정말 재밌었어요 👍\t1\n8\t broken row\n".encode())
     write_compressed(inputs / f"c.csv{suffix}",
-                     'id,text,score\nx1,"쉼표, 들어간 댓글도 괜찮습니다",3.5\n'.encode())
+                     'id,document,score\nx1,"쉼표, 들어간 댓글도\n""괜찮습니다""",3.5\n'.encode())
     out = tmp_path / "out"
     stats = run(["--input", str(inputs / "*"), "--output", str(out), "--text-field", "document",
                  "--no-near-dedup", "--quiet", "--keep-fields", "label:int"])
-    # tsv uses `document`; the csv has no such column and the text file has no fields
+    # the tsv and the csv have `document`; the csv has no label (null) and the text file no fields
     assert_conserved(stats)
     rows = {row["id"]: row for row in read_corpus(out)}
     assert rows["7"] == {"id": "7", "text": "영화가 정말 재밌었어요 👍", "label": 1}
+    assert rows["x1"] == {"id": "x1", "text": '쉼표, 들어간 댓글도 "괜찮습니다"', "label": None}
     assert rows[f"a.txt{suffix}:0000000001"]["text"] == "첫 번째 댓글입니다 ㅋㅋ"
     assert rows[f"a.txt{suffix}:0000000003"]["label"] is None
-    assert stats["dropped"] == {"blank_line": 1, "malformed_row": 1, "missing_text": 1}
+    assert stats["dropped"] == {"blank_line": 1, "malformed_row": 1}
     assert stats["input_records"] == 6
+    assert stats["quoting"] == {"files_read_with_quoting_none": [], "records_read_literally": 0,
+                                "records_spanning_lines": 1}
 
 
 def test_keep_fields_types_and_bad_values(tmp_path):

@@ -169,7 +169,7 @@ JSON_SPACE = b" \t\r\n"
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
-class _Prefixed:
+class Prefixed:
     """A stream whose first bytes were already read (peeked): they come back first."""
 
     def __init__(self, head: bytes, stream: BinaryIO):
@@ -355,6 +355,7 @@ class RecordReader:
         self.quoting, self.encoding, self.chunk_bytes = quoting, encoding, chunk_bytes
         self.kind = fmt
         self.header: list[str] | None = None
+        self.header_raw: bytes | None = None  # the header row as read, before decoding
         self.next_number = 1
         self.counts: Counter = Counter()
 
@@ -369,7 +370,7 @@ class RecordReader:
                     self.next_number += 1
                     yield number, element
                 return
-            self.kind, stream = "jsonl", _Prefixed(head, stream)
+            self.kind, stream = "jsonl", Prefixed(head, stream)
         lines = iter_lines(stream, self.max_record_bytes, self.chunk_bytes)
         if self.fmt in TABLE_FORMATS:
             yield from self._table_records(lines)
@@ -428,7 +429,8 @@ class RecordReader:
                 record = self._quoted_record(line, delimiter, take, again)
             if self.header is None:
                 if record is not None:
-                    self.header = parse_header(getattr(record, "raw", record), self.fmt, self.encoding,
+                    self.header_raw = getattr(record, "raw", record)
+                    self.header = parse_header(self.header_raw, self.fmt, self.encoding,
                                                "none" if isinstance(record, (Literal, Damaged)) else self.quoting)
                     continue
             elif isinstance(record, Literal):
