@@ -19,11 +19,13 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import time
 from collections import Counter
 
 from pipeline import cli
 from transforms import drop_reasons, reading, storage  # light: pyarrow.fs, no numpy compute, no Beam
+from transforms.preflight import unusable_run
 
 COMMAND = "pipeline.run"
 STATS_FILE = "stats.json"
@@ -43,7 +45,15 @@ def build_parser() -> cli.ArgumentParser:
                              "repeated; default: the embedded sample corpus")
     parser.add_argument("--output", required=True, metavar="DIR", help="output directory (local, gs://, s3://)")
     parser.add_argument("--format", choices=("auto",) + reading.FORMATS, default="auto",
-                        help="input format; auto: by file suffix (.jsonl/.json, .tsv, .csv, else text)")
+                        help="input format; auto: by file suffix (.jsonl/.ndjson: jsonl; .json: json, an array when "
+                             "it starts with '[', else JSON lines; .tsv, .csv; else text)")
+    parser.add_argument("--encoding", default=reading.DEFAULT_ENCODING,
+                        help="text encoding of the input: utf-8, cp949 (Korean Windows; reads EUC-KR too) or euc-kr")
+    parser.add_argument("--quoting", choices=reading.QUOTINGS, default="auto",
+                        help="TSV/CSV quotes: rfc4180 (quoted fields may hold delimiters, \"\" and line breaks; a "
+                             "line whose quote never closes is dropped as bad_quoting), none (quotes are ordinary "
+                             "characters), auto (rfc4180, reading such a line as with none; a file whose first "
+                             "records only make sense with none is read so)")
     parser.add_argument("--text-field", default="text", help="JSON key or TSV/CSV header column of the text")
     parser.add_argument("--id-field", default="id",
                         help="JSON key or column of the id; records without one get FILE:LINE")
@@ -52,16 +62,20 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--min-chars", type=int, default=10, help="drop cleaned texts shorter than this (KcBERT: 10)")
     parser.add_argument("--max-chars", type=int, default=None, help="drop cleaned texts longer than this")
     parser.add_argument("--max-line-bytes", type=cli.positive_int, default=8 << 20,
-                        help="lines longer than this many bytes are dropped as line_too_long (bounded memory)")
+                        help="records (lines, TSV/CSV records, JSON array elements) longer than this many bytes are "
+                             "dropped as line_too_long (bounded memory)")
     parser.add_argument("--no-exact-dedup", dest="exact_dedup", action="store_false",
                         help="keep exact duplicates (texts equal after cleaning)")
     _add_near_dedup_options(parser)
     parser.add_argument("--num-shards", type=cli.positive_int, default=None,
                         help="output files = dedup partitions (default: from input size, at least 8)")
     parser.add_argument("--nfc", action="store_true", help="opt-in: NFC-normalise before cleaning")
+    parser.add_argument("--allow-nfd", action="store_true",
+                        help="run on input whose first records hold decomposed Hangul (NFD) without --nfc: cleaning "
+                             "deletes the jamo, as the seed does (otherwise an error before the run)")
     parser.add_argument("--keep-digit-runs", action="store_true", help="opt-in: do not shorten digit runs (10000)")
     parser.add_argument("--keep-hanja", action="store_true", help="opt-in: keep Hanja instead of removing it")
-    cli.add_limit_option(parser, "lines of the sorted input files")
+    cli.add_limit_option(parser, "records of the sorted input files")
     cli.add_output_options(parser, "clean/, rejected/, clusters/ and stats.json")
     cli.add_reporting_options(parser)
     cli.add_beam_options(parser)
@@ -99,6 +113,10 @@ def check_options(args) -> None:
         raise UsageError(str(error)) from None
     if args.input is None and "://" in args.output:
         raise UsageError("the embedded sample corpus needs a local --output; pass --input for remote runs")
+    try:
+        args.encoding = reading.check_encoding(args.encoding)
+    except reading.InputFormatError as error:
+        raise UsageError(str(error)) from None
 
 
 def list_sources(patterns: list[str], fmt: str) -> tuple[list, int]:
@@ -116,6 +134,31 @@ def list_sources(patterns: list[str], fmt: str) -> tuple[list, int]:
                           reading.detect_format(path) if fmt == "auto" else fmt) for path in paths]
     compressed = sum(file.size for file in files if storage.is_compressed(file.path))
     return sources, sum(file.size for file in files) - compressed + compressed * COMPRESSION_RATIO_ESTIMATE
+
+
+def preflight(args, sources: list, id_field_explicit: bool) -> list:
+    """The checks before any work (transforms.preflight) on the first records of every input file.
+
+    Returns the sources with the quoting each is read with (--quoting; under auto, a TSV/CSV
+    file whose first records show quotes that are ordinary characters is read with none).
+    """
+    import dataclasses
+
+    from transforms import preflight as checks_module
+
+    checks = checks_module.Checks(
+        fields=reading.FieldSpec(args.text_field, args.id_field or None,
+                                 reading.FieldSpec.parse_keep_fields(args.keep_fields)),
+        encoding=args.encoding, quoting=args.quoting, max_record_bytes=args.max_line_bytes,
+        id_field_explicit=id_field_explicit, nfd_allowed=args.nfc or args.allow_nfd)
+    samples = checks_module.sample_files([(source.path, source.name, source.fmt) for source in sources], checks)
+    try:
+        checks_module.check_samples(samples, checks)
+    except checks_module.PreflightError as error:
+        raise UsageError(str(error)) from None
+    by_name = {sample.name: sample for sample in samples}
+    return [dataclasses.replace(source, quoting=checks_module.file_quoting(by_name[source.name], args.quoting)
+                                if source.name in by_name else args.quoting) for source in sources]
 
 
 def prepare_output(output: str, overwrite: bool) -> str:
@@ -189,7 +232,7 @@ def run_settings(args, staging: str, num_partitions: int):
                                           keep_hanja=args.keep_hanja),
         min_chars=args.min_chars, max_chars=args.max_chars, max_line_bytes=args.max_line_bytes,
         exact_dedup=args.exact_dedup, near=near_dedup_settings(args), num_partitions=num_partitions,
-        staging=staging, write_clusters=args.write_clusters)
+        staging=staging, write_clusters=args.write_clusters, encoding=args.encoding)
 
 
 def default_num_shards(estimated_bytes: int) -> int:
@@ -244,6 +287,9 @@ def build_stats(counts: dict, sources: list, settings, files: list[str], timings
                   "with_read_errors": counts["files_with_read_errors"], "output": files},
         "num_shards": settings.num_partitions,
     }
+    quoting = quoting_stats(counts, sources)
+    if quoting is not None:
+        stats["quoting"] = quoting
     if settings.near is not None:
         stats["near_dedup"] = near_dedup_stats(counts, settings.near)
     stats["timings"] = {**timings, **{key[len("seconds_"):] + "_worker_seconds": round(value, 3)
@@ -253,6 +299,17 @@ def build_stats(counts: dict, sources: list, settings, files: list[str], timings
     if accounted != stats["input_records"]:
         raise RuntimeError(f"record accounting failed: {stats['input_records']} read, {accounted} accounted for")
     return stats
+
+
+def quoting_stats(counts: Counter, sources: list) -> dict | None:
+    """How the TSV/CSV files were read (only when there are some): files with their quotes read as ordinary
+    characters, records read so, records spanning lines."""
+    tables = [source for source in sources if source.fmt in reading.TABLE_FORMATS]
+    if not tables:
+        return None
+    return {"files_read_with_quoting_none": [source.name for source in tables if source.quoting == "none"],
+            "records_read_literally": counts["records_read_literally"],
+            "records_spanning_lines": counts["records_spanning_lines"]}
 
 
 def near_dedup_stats(counts: Counter, near) -> dict:
@@ -303,6 +360,9 @@ def run(argv: list[str] | None = None) -> dict:
     progress = cli.Progress(COMMAND, enabled=not args.quiet)
     check_options(args)
     sources, estimated_bytes = list_sources(args.input, args.format) if args.input else (None, 0)
+    if sources is not None:
+        sources = preflight(args, sources, id_field_explicit=any(
+            token == "--id-field" or token.startswith("--id-field=") for token in (argv or sys.argv[1:])))
     options = beam_pipeline_options(beam_args)
     with output_problems(args.output):
         lock = cli.OutputLock(args.output).__enter__()
@@ -322,6 +382,9 @@ def run(argv: list[str] | None = None) -> dict:
     finally:
         lock.__exit__(None, None, None)
     cli.emit_summary(args, summary(stats), stats)
+    unusable = unusable_run(stats["input_records"], stats["dropped"])
+    if unusable is not None:
+        raise UsageError(f"{unusable}; {args.output}/rejected/ holds an excerpt of each (stats.json: the counts)")
     return stats
 
 
