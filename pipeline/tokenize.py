@@ -68,6 +68,15 @@ def build_parser() -> cli.ArgumentParser:
                         help="sample exactly that fraction of every stratum of FIELD (e.g. date:month)")
     parser.add_argument("--seed", type=_bounded_int(0, MAX_SEED), default=0, help="sampling seed")
     parser.add_argument("--text-field", default="text", help="column or JSON field holding the text")
+    parser.add_argument("--format", choices=("auto", "text", "jsonl", "json", "tsv", "csv"), default="auto",
+                        help="format of the files that are not Parquet; auto: by suffix (.jsonl/.ndjson, .json: an "
+                             "array when it starts with '[', .tsv, .csv, else text), as pipeline.run")
+    parser.add_argument("--encoding", default="utf-8",
+                        help="text encoding of the files that are not Parquet: utf-8, cp949 or euc-kr")
+    parser.add_argument("--quoting", choices=("auto", "rfc4180", "none"), default="auto",
+                        help="TSV/CSV quotes, as pipeline.run: rfc4180, none (ordinary characters) or auto")
+    parser.add_argument("--allow-nfd", action="store_true",
+                        help="train on decomposed (NFD) Hangul instead of stopping before the run")
     parser.add_argument("--eval-fraction", type=_fraction(low_open=False, high_open=True), default=0.01,
                         help="held-out share for the report, never trained on")
     parser.add_argument("--model-max-length", type=_bounded_int(1), default=512,
@@ -86,7 +95,8 @@ def options_from_args(args: argparse.Namespace):
         limit_alphabet=args.limit_alphabet, lowercase=args.lowercase, unused_tokens=args.unused_tokens,
         sample_fraction=args.sample_fraction, stratify_by=args.stratify_by, seed=args.seed,
         text_field=args.text_field, eval_fraction=args.eval_fraction, model_max_length=args.model_max_length,
-        limit=args.limit, overwrite=args.overwrite)
+        limit=args.limit, format=args.format, encoding=args.encoding, quoting=args.quoting,
+        allow_nfd=args.allow_nfd, overwrite=args.overwrite)
 
 
 def summary(report: dict, output: str) -> str:

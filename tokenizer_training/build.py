@@ -1,7 +1,8 @@
 """`pipeline.tokenize` end to end: check, survey the corpus, train, evaluate, publish.
 
 1. Checks before any work: options, inputs (every file listed and opened, Parquet columns
-   and row counts from the footers), the output directory.
+   and row counts from the footers; the first records of every other file through
+   pipeline.run's checks, transforms.preflight), the output directory.
 2. Survey pass: every document is read once; the held-out evaluation documents are set
    aside in a temporary file, and the training pool's characters (and strata) are counted.
    The alphabet follows, and a vocabulary too small for it is refused here, before training.
@@ -26,7 +27,7 @@ from tokenizer_training import corpus, wordpiece
 from tokenizer_training.errors import TokenizeError
 from tokenizer_training.evaluate import evaluate
 from tokenizer_training.sampling import StratifiedSelection, StratifyBy, document_uniforms
-from transforms import storage
+from transforms import preflight, reading, storage
 from transforms.hashing import utf8_buffers
 
 REPORT_FILE = "tokenizer_report.json"
@@ -50,6 +51,10 @@ class TokenizeOptions:
     eval_fraction: float = 0.01
     model_max_length: int = 512
     limit: int | None = None  # only the first N usable documents (quick trials)
+    format: str = "auto"  # files other than Parquet: text, jsonl, json, tsv or csv; auto: by suffix
+    encoding: str = "utf-8"  # of files other than Parquet: utf-8, cp949 or euc-kr
+    quoting: str = "auto"  # TSV/CSV quotes (transforms.reading.QUOTINGS)
+    allow_nfd: bool = False  # train on decomposed (NFD) Hangul instead of stopping
     overwrite: bool = False
 
 
@@ -66,6 +71,10 @@ class Survey:
 
 
 def check_options(options: TokenizeOptions) -> None:
+    try:
+        reading.check_encoding(options.encoding)
+    except reading.InputFormatError as error:
+        raise TokenizeError(str(error)) from error
     reserved = len(wordpiece.BERT_SPECIAL_TOKENS) + options.unused_tokens
     if options.vocab_size <= reserved:
         raise TokenizeError(f"--vocab-size {options.vocab_size} leaves no room: the "
@@ -97,7 +106,8 @@ def survey_corpus(files: list[corpus.CorpusFile], options: TokenizeOptions, stra
     """Pass 1: count, set the held-out documents aside (one JSON string a line), count the pool's characters."""
     survey = Survey()
     value_field = stratify.field if stratify else None
-    for batch in corpus.read_batches(files, options.text_field, value_field, survey.drops, limit=options.limit):
+    for batch in corpus.read_batches(files, options.text_field, value_field, survey.drops, limit=options.limit,
+                                     read_options=read_options(options)):
         held_out = document_uniforms(batch.texts, options.seed)[:, 0] < options.eval_fraction
         pool = np.flatnonzero(~held_out).tolist()
         for text in batch.texts.filter(held_out).to_pylist():
@@ -118,7 +128,8 @@ def training_batches(files: list[corpus.CorpusFile], options: TokenizeOptions, s
                      progress: Progress) -> Iterator[list[str]]:
     """Pass 2: the training sample, batch by batch, in corpus order; counts go into `sampled`."""
     value_field = stratify.field if stratify else None
-    for batch in corpus.read_batches(files, options.text_field, value_field, Counter(), limit=options.limit):
+    for batch in corpus.read_batches(files, options.text_field, value_field, Counter(), limit=options.limit,
+                                     read_options=read_options(options)):
         draws = document_uniforms(batch.texts, options.seed)
         keep = draws[:, 0] >= options.eval_fraction
         if selection is not None:
@@ -148,7 +159,7 @@ def strata_report(survey: Survey, selection: StratifiedSelection) -> list[dict]:
 
 def list_and_check_inputs(options: TokenizeOptions, stratify: StratifyBy | None) -> list[corpus.CorpusFile]:
     """Every input listed, opened and (Parquet) checked for its columns before any work."""
-    files = corpus.list_inputs(list(options.inputs))
+    files = corpus.list_inputs(list(options.inputs), options.format)
     if stratify is not None and any(file.format == "text" for file in files):
         raise TokenizeError(f"--stratify-by {stratify}: plain text files have no fields; "
                             "use Parquet, JSON lines, TSV or CSV input")
@@ -156,7 +167,23 @@ def list_and_check_inputs(options: TokenizeOptions, stratify: StratifyBy | None)
     corpus.check_readable(files)
     if sum(file.size for file in files) == 0 or (parquet_rows == 0 and all(f.format == corpus.PARQUET for f in files)):
         raise TokenizeError(f"the input is empty: {len(files)} file(s) without a single document")
-    return files
+    return corpus.check_text_files(files, preflight_checks(options, stratify, files))
+
+
+def read_options(options: TokenizeOptions) -> corpus.ReadOptions:
+    return corpus.ReadOptions(reading.check_encoding(options.encoding), options.quoting)
+
+
+def preflight_checks(options: TokenizeOptions, stratify: StratifyBy | None,
+                     files: list[corpus.CorpusFile]) -> preflight.Checks:
+    """pipeline.run's checks (transforms.preflight) as this command's options set them: the text field, the
+    --stratify-by field (when no Parquet file could hold it instead), the encoding and quoting, NFD."""
+    kept = ((stratify.field, "str"),) if stratify and all(file.format != corpus.PARQUET for file in files) else ()
+    return preflight.Checks(
+        fields=reading.FieldSpec(options.text_field, None, kept), encoding=reading.check_encoding(options.encoding),
+        quoting=options.quoting, max_record_bytes=corpus.MAX_LINE_BYTES, nfd_allowed=options.allow_nfd,
+        nfd_fix="compose them first (pipeline.run --nfc writes NFC text), or pass --allow-nfd to train on them as "
+                "they are", kept_option="--stratify-by")
 
 
 def check_survey(survey: Survey, stratify: StratifyBy | None) -> None:

@@ -3,12 +3,16 @@
 `list_inputs` turns --input patterns into files with `transforms.storage.list_inputs`
 (a directory is a clean corpus: `DIR/clean/*.parquet`, else `DIR/*.parquet`). `read_batches` then yields the documents in file
 order, a batch at a time: Parquet by record batches and only the columns needed; plain
-text (a line is a document), JSON lines and TSV/CSV with a header, compressed or not
-(gz, bz2, zst, xz), line by line through transforms.reading. At most one batch is held in
-memory, whatever the corpus size. A record that cannot be used is counted by reason.
+text (a line is a document), JSON lines, JSON arrays and TSV/CSV (RFC 4180) with a header,
+compressed or not (gz, bz2, zst, xz), record by record through transforms.reading's
+RecordReader and parse_line, as pipeline.run reads them (--format, --encoding, --quoting).
+`check_text_files` runs pipeline.run's checks before any work (transforms.preflight).
+At most one batch is held in memory, whatever the corpus size. A record that cannot be
+used is counted by reason.
 """
 from __future__ import annotations
 
+import dataclasses
 import lzma
 from collections import Counter
 from dataclasses import dataclass
@@ -20,7 +24,7 @@ import pyarrow.parquet as pq
 import zstandard
 
 from tokenizer_training.errors import TokenizeError
-from transforms import reading, storage
+from transforms import preflight, reading, storage
 from transforms.drop_reasons import EMPTY_TEXT, INVALID_UNICODE, LINE_TOO_LONG, NULL_TEXT
 
 PARQUET = "parquet"
@@ -32,8 +36,17 @@ READ_ERRORS = (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError, pa.ArrowE
 @dataclass(frozen=True)
 class CorpusFile:
     name: str  # as users write it: the URI, or the absolute local path
-    format: str  # parquet, text, jsonl, tsv or csv
+    format: str  # parquet, text, jsonl, json, tsv or csv
     size: int
+    quoting: str = "auto"  # tsv/csv: how quotes are read (--quoting, settled per file by the checks)
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How the text files (not Parquet) are read: --encoding and --quoting."""
+
+    encoding: str = reading.DEFAULT_ENCODING
+    quoting: str = "auto"
 
 
 @dataclass
@@ -42,17 +55,38 @@ class Batch:
     values: list | None  # the --stratify-by field of each document, when one is asked for
 
 
-def file_format(name: str) -> str:
-    return PARQUET if name.lower().endswith(".parquet") else reading.detect_format(name)
+def file_format(name: str, fmt: str = "auto") -> str:
+    """Parquet by its suffix; any other file by --format, or with auto by its suffix (transforms.reading)."""
+    if name.lower().endswith(".parquet"):
+        return PARQUET
+    return reading.detect_format(name) if fmt == "auto" else fmt
 
 
-def list_inputs(patterns: list[str]) -> list[CorpusFile]:
+def list_inputs(patterns: list[str], fmt: str = "auto") -> list[CorpusFile]:
     """The files the patterns name (transforms.storage.list_inputs: a directory is a clean corpus)."""
     try:
         files = storage.list_inputs(patterns, directories="corpus")
     except storage.StorageError as error:
         raise TokenizeError(str(error)) from error
-    return [CorpusFile(file.path, file_format(file.path), file.size) for file in files]
+    return [CorpusFile(file.path, file_format(file.path, fmt), file.size) for file in files]
+
+
+def check_text_files(files: list[CorpusFile], checks: preflight.Checks) -> list[CorpusFile]:
+    """pipeline.run's checks before any work on the first records of every file that is not Parquet
+    (transforms.preflight: binary data, the encoding, the header and JSON keys, usable records, NFD
+    Hangul); returns the files with the quoting each TSV/CSV file is read with."""
+    text_files = [file for file in files if file.format != PARQUET]
+    if not text_files:
+        return files
+    samples = preflight.sample_files([(file.name, file.name, file.format) for file in text_files], checks)
+    try:
+        preflight.check_samples(samples, checks)
+    except preflight.PreflightError as error:
+        raise TokenizeError(str(error)) from error
+    by_name = {sample.name: sample for sample in samples}
+    return [dataclasses.replace(file, quoting=preflight.file_quoting(by_name[file.name], checks.quoting)
+                                if file.name in by_name else checks.quoting) if file.format != PARQUET else file
+            for file in files]
 
 
 def parquet_rows(files: list[CorpusFile], text_field: str, value_field: str | None) -> int:
@@ -92,16 +126,18 @@ def check_readable(files: list[CorpusFile]) -> None:
 
 
 def read_batches(files: list[CorpusFile], text_field: str, value_field: str | None, drops: Counter,
-                 batch_rows: int = BATCH_ROWS, limit: int | None = None) -> Iterator[Batch]:
+                 batch_rows: int = BATCH_ROWS, limit: int | None = None,
+                 read_options: ReadOptions = ReadOptions()) -> Iterator[Batch]:
     """The usable documents of every file, in order, `batch_rows` at a time; drops are counted by reason.
 
     With a limit, only the first `limit` usable documents (--limit: the same ones in both passes).
     """
     remaining = limit
     for file in files:
-        reader = _parquet_batches if file.format == PARQUET else _line_batches
+        batches = (_parquet_batches(file, text_field, value_field, drops, batch_rows) if file.format == PARQUET
+                   else _line_batches(file, text_field, value_field, drops, batch_rows, read_options.encoding))
         try:
-            for batch in reader(file, text_field, value_field, drops, batch_rows):
+            for batch in batches:
                 if remaining is not None and len(batch.texts) >= remaining:
                     yield Batch(batch.texts[:remaining], batch.values[:remaining] if batch.values is not None else None)
                     return
@@ -130,24 +166,19 @@ def _parquet_batches(file: CorpusFile, text_field: str, value_field: str | None,
 
 
 def _line_batches(file: CorpusFile, text_field: str, value_field: str | None, drops: Counter,
-                  batch_rows: int) -> Iterator[Batch]:
+                  batch_rows: int, encoding: str = reading.DEFAULT_ENCODING) -> Iterator[Batch]:
     fields = reading.FieldSpec(text_field=text_field, id_field=None,
                                keep_fields=((value_field, "str"),) if value_field is not None else ())
     with storage.open_input(file.name) as raw:
-        lines = reading.iter_lines(storage.decompressed(raw, file.name), MAX_LINE_BYTES)
-        columns = None
-        if file.format in ("tsv", "csv"):
-            header = next(lines, None)
-            if header is None:
-                return
-            columns = reading.parse_header(header, file.format)
+        records = reading.RecordReader(storage.decompressed(raw, file.name), file.format, MAX_LINE_BYTES,
+                                       file.quoting, encoding)
         texts: list[str] = []
         values: list = []
-        for line in lines:
-            if line is None:
+        for _, record in records:
+            if record is None:
                 drops[LINE_TOO_LONG] += 1
                 continue
-            parsed = reading.parse_line(line, file.format, fields, columns)
+            parsed = reading.parse_line(record, file.format, fields, records.header, encoding, file.quoting)
             if isinstance(parsed, str):
                 drops[parsed] += 1
                 continue
@@ -155,7 +186,7 @@ def _line_batches(file: CorpusFile, text_field: str, value_field: str | None, dr
             if text.isspace() or not text:
                 drops[EMPTY_TEXT] += 1
                 continue
-            if file.format == "jsonl" and not _encodable(text):
+            if file.format in reading.JSON_FORMATS and not _encodable(text):
                 drops[INVALID_UNICODE] += 1
                 continue
             texts.append(text)

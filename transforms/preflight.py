@@ -275,7 +275,7 @@ def _nothing_usable(sample: FileSample, checks: Checks) -> str | None:
     if sample.parsed:
         return None
     reasons = ", ".join(f"{reason} {count:,}" for reason, count in sample.dropped.most_common())
-    message = f"{sample.name}: none of its first {sample.records:,} records is a usable document ({reasons})"
+    message = f"{sample.name}: no usable document among its first {sample.records:,} records ({reasons})"
     if sample.dropped[drop_reasons.MALFORMED_ROW] and sample.header is not None:
         message += (f"; its header has {len(sample.header)} columns ({', '.join(map(repr, sample.header))}): check "
                     "--format, or --quoting none if its quotes are ordinary characters")
