@@ -98,7 +98,8 @@ def collect(found: list[tuple[str, str]], args, progress: cli.Progress) -> list[
             else:
                 item = data.collect_evaluation(path)
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise cli.UsageError(f"{path}: cannot read it as a {kind} output: {type(error).__name__}: {error}") from None
+            raise cli.UsageError(f"{path}: cannot read it as a {kind} output: "
+                                 f"{type(error).__name__}: {error}") from None
         collected.append((kind, path, item))
     return collected
 

@@ -266,7 +266,8 @@ def raw_sample(options: dict, limits: Limits, wanted: set[str]) -> dict:
                                  keep_hanja=bool(options.get("keep_hanja")))
     result = {"lines": 0, "texts": [], "found": {}, "error": None, "clean_options": clean_options}
     left = set(wanted)
-    search = re.compile(b"|".join(re.escape(identifier.encode("utf-8")) for identifier in sorted(left))) if left else None
+    search = (re.compile(b"|".join(re.escape(identifier.encode("utf-8")) for identifier in sorted(left)))
+              if left else None)
     derived = {_derived(identifier) for identifier in left} - {None}
     try:
         for lines, record_id, text in iter_raw_records(options, limits.scan_lines,

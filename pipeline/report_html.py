@@ -20,27 +20,34 @@ CSS = """
 body { margin: 0 auto; max-width: 1120px; padding: 24px 28px 64px; color: var(--ink); line-height: 1.45;
   font: 15px/1.45 "KoforgeHangul", system-ui, -apple-system, "Segoe UI", "Noto Sans KR", "Apple SD Gothic Neo",
   "Malgun Gothic", "NanumGothic", sans-serif; }
-h1 { font-size: 26px; margin: 0 0 4px; } h2 { font-size: 21px; margin: 40px 0 8px; padding-top: 12px;
-  border-top: 3px solid var(--ink); } h3 { font-size: 17px; margin: 28px 0 6px; } h4 { font-size: 15px; margin: 18px 0 4px; }
+h1 { font-size: 26px; margin: 0 0 4px; }
+h2 { font-size: 21px; margin: 40px 0 8px; padding-top: 12px; border-top: 3px solid var(--ink); }
+h3 { font-size: 17px; margin: 28px 0 6px; } h4 { font-size: 15px; margin: 18px 0 4px; }
 .meta, .note, figcaption { color: var(--muted); font-size: 13px; }
-.sample { display: inline-block; background: #fff4d6; color: #7a5b00; border-radius: 3px; padding: 0 5px; font-size: 12px; }
+.sample { display: inline-block; background: #fff4d6; color: #7a5b00; border-radius: 3px; padding: 0 5px;
+  font-size: 12px; }
 nav ol { columns: 2; margin: 8px 0; } nav a { color: var(--ink); }
 .cards { display: flex; flex-wrap: wrap; gap: 10px; margin: 10px 0; }
 .card { background: var(--soft); border-radius: 6px; padding: 8px 14px; min-width: 150px; }
 .card b { display: block; font-size: 20px; } .card span { color: var(--muted); font-size: 12px; }
 figure { margin: 10px 0; break-inside: avoid; } figure img { max-width: 100%; height: auto; display: block; }
-.row { display: grid; grid-template-columns: repeat(auto-fit, minmax(340px, 1fr)); gap: 8px 24px; align-items: start; }
+.row { display: grid; grid-template-columns: repeat(auto-fit, minmax(340px, 1fr)); gap: 8px 24px;
+  align-items: start; }
 table { border-collapse: collapse; margin: 6px 0 12px; font-size: 13px; }
 th, td { border-bottom: 1px solid var(--line); padding: 3px 10px 3px 0; text-align: left; vertical-align: top; }
+td:first-child:not(.raw) { white-space: nowrap; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
-td.raw { font-family: "KoforgeHangul", ui-monospace, "SFMono-Regular", Menlo, monospace; font-size: 12px; word-break: break-all; max-width: 760px; }
+td.raw { font-family: "KoforgeHangul", ui-monospace, "SFMono-Regular", Menlo, monospace; font-size: 12px;
+  word-break: break-all; max-width: 760px; }
 .cluster { border: 1px solid var(--line); border-radius: 6px; padding: 8px 10px; margin: 10px 0; break-inside: avoid; }
 .members { display: grid; grid-template-columns: repeat(auto-fit, minmax(240px, 1fr)); gap: 8px; }
-.member { background: var(--soft); border-radius: 4px; padding: 6px 8px; font-size: 14px; border-left: 4px solid var(--gone); }
+.member { background: var(--soft); border-radius: 4px; padding: 6px 8px; font-size: 14px;
+  border-left: 4px solid var(--gone); }
 .member.kept { border-left-color: var(--kept); } .member .id { color: var(--muted); font-size: 12px; }
 mark { background: #ffe08a; padding: 0 1px; } del { background: #f6d5da; color: #8a2432; }
 .warn { color: #8a4b00; }
-@media print { body { max-width: none; padding: 0; font-size: 11pt; } h2 { break-before: page; } nav { display: none; } }
+@media print { body { max-width: none; padding: 0; font-size: 11pt; } h2 { break-before: page; }
+  nav { display: none; } }
 """
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 DEBIAN_NANUM = "/usr/share/fonts/truetype/nanum/NanumGothic.ttf"
 PALETTE = ("#2f6690", "#d9822b", "#3a7d44", "#8e5ea2", "#b23a48", "#6c757d")
 DROPPED_COLOR = "#e4a0a8"
-FIGURE_SIZE = (7.0, 2.9)  # inches; the page shows figures at most ~720 px wide
+FIGURE_SIZE = (8.6, 3.2)  # inches, shown at their own size (96 px an inch): ~830 px of the page's ~1060
 HANGUL_PROBE = "가"
 HANGUL = re.compile("[\u1100-\u11ff\u3130-\u318f\uac00-\ud7a3]+")
 RULE_LABELS = {"nfc": "NFC normalised", "disallowed_characters": "disallowed chars -> space",
@@ -76,8 +76,8 @@ def style(font: HangulFont | None) -> dict:
 
     return {
         "font.family": [font.name, "DejaVu Sans"] if font else ["DejaVu Sans"],
-        "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
-        "xtick.labelsize": 8, "ytick.labelsize": 8, "axes.unicode_minus": False,
+        "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
+        "xtick.labelsize": 9, "ytick.labelsize": 9, "axes.unicode_minus": False,
         "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "axes.grid.axis": "y",
         "grid.color": "#dddddd", "grid.linewidth": 0.6, "axes.axisbelow": True,
         "axes.prop_cycle": cycler(color=PALETTE), "svg.fonttype": "path", "svg.hashsalt": "koforge-report",
@@ -151,13 +151,13 @@ class Figures:
             for y, (count, came) in enumerate(zip(after, entering)):
                 dropped = came - count
                 note = f"{count:,}" + (f"   -{dropped:,} ({dropped / total:.1%} of input)" if dropped else "")
-                axes.text(came + total * 0.01, y, note, va="center", fontsize=8)
+                axes.text(came + total * 0.01, y, note, va="center", fontsize=9)
             axes.set_xlim(0, total * 1.45)
             axes.set_xlabel(self.label("records", "레코드 수"))
             axes.grid(axis="x")
             axes.grid(axis="y", visible=False)
-            axes.legend(loc="lower right", frameon=False)
-        return self.render(draw, (FIGURE_SIZE[0], 2.6))
+            axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+        return self.render(draw, (FIGURE_SIZE[0], 3.0))
 
     def length_histogram(self, series: list[tuple[str, dict]]) -> str:
         """Grouped bars: share of texts per log-spaced length bucket, one colour per series (label, {edge: n})."""
@@ -241,12 +241,12 @@ class Figures:
             axes.barh([RULE_LABELS[rule] for rule in rules][::-1], shares,
                       color=[PALETTE[2] if rule != "changed" else PALETTE[0] for rule in rules][::-1])
             for y, share in enumerate(shares):
-                axes.text(share + 1, y, f"{share:.1f}%", va="center", fontsize=8)
+                axes.text(share + 1, y, f"{share:.1f}%", va="center", fontsize=9)
             axes.set_xlim(0, 110)
             axes.set_xlabel(self.label("share of texts changed (%)", "바뀐 비율"))
             axes.grid(axis="x")
             axes.grid(axis="y", visible=False)
-        return self.render(draw, (FIGURE_SIZE[0] * 0.75, 2.3))
+        return self.render(draw, (5.2, 2.4))
 
     # ------------------------------------------------------------ tokenizer and shards
 
@@ -277,12 +277,12 @@ class Figures:
             peak = max((row["count"] for row in rows), default=1)
             for position, row in zip(y, rows):
                 pieces = " + ".join(row["pieces"]) if self.font else f"{len(row['pieces'])} pieces"
-                axes.text(row["count"] + peak * 0.01, position, pieces, va="center", fontsize=7)
+                axes.text(row["count"] + peak * 0.01, position, pieces, va="center", fontsize=8)
             axes.set_xlim(0, peak * 1.6)
             axes.set_xlabel(self.label("occurrences in the sample", "빈도"))
             axes.grid(axis="x")
             axes.grid(axis="y", visible=False)
-        return self.render(draw, (FIGURE_SIZE[0], 0.6 + 0.19 * max(len(rows), 3)))
+        return self.render(draw, (FIGURE_SIZE[0], 0.7 + 0.24 * max(len(rows), 3)))
 
     def shard_fill(self, fill: list[int], seq_len: int) -> str:
         """Sequences by their non-[PAD] ids: how full the packing leaves each row."""
@@ -328,7 +328,7 @@ class Figures:
                 axes.set_yscale("log")
             axes.set_xlabel(self.label("step", "스텝"))
             axes.set_ylabel(self.label("loss", "손실"))
-            axes.legend(frameon=False, fontsize=7)
+            axes.legend(frameon=False, fontsize=8)
         return self.render(draw)
 
     def series(self, metrics: list[dict], key: str, label: str, color: str) -> str:
@@ -379,6 +379,7 @@ def font_face(font: HangulFont | None, text: str, family: str) -> tuple[str, int
         ranges.append(f"U+{start:X}" if start == previous else f"U+{start:X}-{previous:X}")
         if point is not None:
             start = previous = point
-    rule = (f'@font-face {{ font-family: "{family}"; src: url(data:font/woff;base64,'
-            f'{base64.b64encode(buffer.getvalue()).decode("ascii")}) format("woff"); unicode-range: {", ".join(ranges)}; }}')
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    rule = (f'@font-face {{ font-family: "{family}"; src: url(data:font/woff;base64,{data}) format("woff"); '
+            f'unicode-range: {", ".join(ranges)}; }}')
     return rule, len(wanted)

@@ -20,9 +20,10 @@ def corpus_section(data: dict, figures: Figures, anchor: str) -> str:
     total, kept = stats["input_records"], stats["output_records"]
     head = (f'<section id="{esc(anchor)}"><h2>Corpus: {esc(data["path"])}</h2>'
             + cards([("records read", total), ("records written", kept), ("kept", share(kept, total)),
-                     ("input files", stats.get("files", {}).get("matched")), ("output shards", stats.get("num_shards"))]))
+                     ("input files", stats.get("files", {}).get("matched")),
+                     ("output shards", stats.get("num_shards"))]))
     parts = [head, corpus_flow(data, figures), corpus_lengths(data, figures), corpus_months(data, figures),
-             corpus_clean(data, figures), corpus_rejected(data), corpus_clusters(data, figures)]
+             corpus_clean(data, figures), corpus_clusters(data, figures), corpus_rejected(data)]
     return "\n".join(part for part in parts if part) + "</section>"
 
 
@@ -39,14 +40,14 @@ def corpus_flow(data: dict, figures: Figures) -> str:
                "every input line is written or counted under one drop reason.")
     return ('<h3 id="flow">Flow: read → parsed → cleaned → length filter → exact dedup → near dedup → written</h3>'
             + figure(figures.flow(flow), caption, "corpus flow")
-            + table(["step", "records after it", "dropped here", "of input", "by reason"], rows, numeric={1, 2, 3}))
+            + table(["step", "records after it", "dropped here", "share of input", "by reason"], rows, numeric={1, 2, 3}))
 
 
 def corpus_lengths(data: dict, figures: Figures) -> str:
     """Text lengths before and after the length filter (the stage's counts, else a sample) and in clean/."""
     profile, sample, written = data["profile"], data["sample"], data["written"]
     options = data["stats"].get("options", {})
-    limits = (f"--min-chars {options.get('min_chars')}, --max-chars {options.get('max_chars')}"
+    limits = (f"--min-chars {options.get('min_chars')}, --max-chars {options.get('max_chars') or 'none'}"
               if "min_chars" in options else "")
     if profile.get("length_before"):
         series = [("before the length filter", profile["length_before"]),
@@ -110,7 +111,7 @@ def corpus_rejected(data: dict) -> str:
                          + table(["raw text", "after the clean", "times"], rows, numeric={2}, raw={0, 1}))
         else:
             parts.append(f"<h4>{esc(reason)}: {count:,}</h4><p class=\"note\">Counted only"
-                         + (": see the clusters below." if reason == "near_duplicate" else ".") + "</p>")
+                         + (": see the clusters above." if reason == "near_duplicate" else ".") + "</p>")
     return "".join(parts)
 
 
