@@ -182,8 +182,8 @@ def preflight_checks(options: TokenizeOptions, stratify: StratifyBy | None,
     return preflight.Checks(
         fields=reading.FieldSpec(options.text_field, None, kept), encoding=reading.check_encoding(options.encoding),
         quoting=options.quoting, max_record_bytes=corpus.MAX_LINE_BYTES, nfd_allowed=options.allow_nfd,
-        nfd_fix="compose them first (pipeline.run --nfc writes NFC text), or pass --allow-nfd to train on them as "
-                "they are", kept_option="--stratify-by")
+        nfd_fix="the vocabulary would learn jamo, not syllables: compose them first (pipeline.run --nfc writes NFC "
+                "text), or pass --allow-nfd to train on them as they are", kept_option="--stratify-by")
 
 
 def check_survey(survey: Survey, stratify: StratifyBy | None) -> None:

@@ -11,7 +11,8 @@ pipeline.run and pipeline.tokenize call the same two pure steps before they star
    (Parquet, Arrow, UTF-16, ...), text in another encoding (`--encoding cp949`), a TSV/CSV
    header without the --text-field (or an explicit --id-field, or a --keep-fields column),
    JSON records that all lack the text field (with the keys they have), a JSON array in a
-   JSON-lines file, a file of which no sampled record is usable, decomposed (NFD) Hangul
+   JSON-lines file, a TSV/CSV file read as plain text (its header names the --text-field:
+   `--format tsv`), a file of which no sampled record is usable, decomposed (NFD) Hangul
    above NFD_SHARE of the records (`--nfc`, or `--allow-nfd`), and an input without records.
    It also settles the quoting of each TSV/CSV file under --quoting auto (`file_quoting`).
 
@@ -58,7 +59,8 @@ class Checks:
     max_record_bytes: int = 8 << 20
     id_field_explicit: bool = False  # the default id field may be absent (ids become FILE:LINE)
     nfd_allowed: bool = False  # --nfc or --allow-nfd
-    nfd_fix: str = "pass --nfc to compose them into syllables (or --allow-nfd to keep the seed's behaviour)"
+    nfd_fix: str = ("cleaning would delete the jamo: pass --nfc to compose them into syllables (or --allow-nfd to "
+                    "keep the seed's behaviour)")
     kept_option: str = "--keep-fields"  # the option that names fields to carry (pipeline.tokenize: --stratify-by)
 
 
@@ -145,7 +147,7 @@ def _add_record(sample: FileSample, record, reader: reading.RecordReader, checks
     raw = getattr(record, "raw", record)
     sample.records += 1
     if sample.first_record is None and raw:
-        sample.first_record = raw[:64]
+        sample.first_record = raw[:4096]
     fmt = reader.kind if reader.kind != "json-array" else "json"
     parsed = drop_reasons.LINE_TOO_LONG if record is None else reading.parse_line(
         record, fmt, checks.fields, reader.header, checks.encoding, checks.quoting)
@@ -219,7 +221,7 @@ def check_file(sample: FileSample, checks: Checks) -> str | None:
     if sample.records == 0:
         return None
     return (_encoding_problem(sample, checks) or _header_problem(sample, checks) or _json_problem(sample, checks)
-            or _nothing_usable(sample, checks) or _nfd_problem(sample, checks))
+            or _table_as_text(sample, checks) or _nothing_usable(sample, checks) or _nfd_problem(sample, checks))
 
 
 def _encoding_problem(sample: FileSample, checks: Checks) -> str | None:
@@ -271,6 +273,19 @@ def _json_problem(sample: FileSample, checks: Checks) -> str | None:
     return None
 
 
+def _table_as_text(sample: FileSample, checks: Checks) -> str | None:
+    """A file read as plain text whose first line is a TSV/CSV header naming the --text-field (NSMC's ratings.txt)."""
+    if sample.fmt != "text" or not sample.first_record:
+        return None
+    first = sample.first_record.decode(checks.encoding, errors="replace").lstrip("\ufeff")
+    for delimiter, fmt in (("\t", "tsv"), (",", "csv")):
+        columns = reading.split_fields(first, delimiter) or first.split(delimiter)
+        if len(columns) > 1 and checks.fields.text_field in columns:
+            return (f"{sample.name} is read as plain text (one document a line), but its first line is a {fmt.upper()} "
+                    f"header with the column {checks.fields.text_field!r}: pass --format {fmt}")
+    return None
+
+
 def _nothing_usable(sample: FileSample, checks: Checks) -> str | None:
     if sample.parsed:
         return None
@@ -290,8 +305,7 @@ def _nfd_problem(sample: FileSample, checks: Checks) -> str | None:
     if checks.nfd_allowed or not sample.parsed or sample.nfd <= NFD_SHARE * sample.parsed:
         return None
     return (f"{sample.name}: {sample.nfd:,} of its first {sample.parsed:,} records hold decomposed Hangul (NFD: "
-            "conjoining jamo U+1100-U+11FF, as macOS file names and PDF text have), which cleaning would delete; "
-            f"{checks.nfd_fix}")
+            f"conjoining jamo U+1100-U+11FF, as macOS file names and PDF text have); {checks.nfd_fix}")
 
 
 def _check_kept_fields(samples: list[FileSample], checks: Checks) -> None:
