@@ -68,6 +68,7 @@ def test_stats_section_from_a_summed_tally():
     assert section["length_after"] == {"10": 4} and section["length_edges"] == list(profile.LENGTH_EDGES)
     assert section["clean_sample"]["texts"] == 2 and section["clean_sample"]["repeats"] == 1
     assert profile.stats_section(Counter({"input_records": 3})) == {}
+    assert profile.without_profile(counts) == Counter({"input_records": 9})
 
 
 def test_months():

@@ -33,6 +33,7 @@ LENGTH_EDGES = (0,) + tuple(step * 10**power for power in range(7) for step in (
 LENGTH_BEFORE = "length_before_"  # + edge: cleaned texts before the length filter
 LENGTH_AFTER = "length_after_"  # + edge: texts that passed the length filter
 CLEAN_SAMPLE = "clean_sample_"  # + rule (or "texts"): sampled texts, and how many each rule changed
+PREFIXES = (LENGTH_BEFORE, LENGTH_AFTER, CLEAN_SAMPLE)  # every tally key of this module starts with one
 CLEAN_SAMPLE_EVERY = 100  # one text in this many is profiled for the clean (the rest cost nothing)
 # The clean's rules in the order transforms.clean applies them; "changed" is any change at all.
 CLEAN_RULES = ("nfc", "disallowed_characters", "urls", "repeats", "whitespace")
@@ -122,6 +123,11 @@ def stats_section(counts: dict) -> dict:
                                    "changed": clean.get("changed", 0),
                                    **{rule: clean.get(rule, 0) for rule in CLEAN_RULES}}
     return section
+
+
+def without_profile(tally: dict) -> Counter:
+    """The tally without this module's keys: the drop reasons and file counts alone (tests compare those)."""
+    return Counter({key: n for key, n in tally.items() if not key.startswith(PREFIXES)})
 
 
 def month_of(value: object) -> str | None:
