@@ -169,8 +169,7 @@ def test_formats_and_compressions(tmp_path, suffix):
     assert rows[f"a.txt{suffix}:0000000003"]["label"] is None
     assert stats["dropped"] == {"blank_line": 1, "malformed_row": 1}
     assert stats["input_records"] == 6
-    assert stats["quoting"] == {"files_read_with_quoting_none": [], "records_read_literally": 0,
-                                "records_spanning_lines": 1}
+    assert stats["quoting"] == {"records_read_literally": 0, "records_spanning_lines": 1}
 
 
 def test_keep_fields_types_and_bad_values(tmp_path):

@@ -74,7 +74,7 @@ def list_inputs(patterns: list[str], fmt: str = "auto") -> list[CorpusFile]:
 def check_text_files(files: list[CorpusFile], checks: preflight.Checks) -> list[CorpusFile]:
     """pipeline.run's checks before any work on the first records of every file that is not Parquet
     (transforms.preflight: binary data, the encoding, the header and JSON keys, usable records, NFD
-    Hangul); returns the files with the quoting each TSV/CSV file is read with."""
+    Hangul); returns the files, each with --quoting."""
     text_files = [file for file in files if file.format != PARQUET]
     if not text_files:
         return files
@@ -83,10 +83,7 @@ def check_text_files(files: list[CorpusFile], checks: preflight.Checks) -> list[
         preflight.check_samples(samples, checks)
     except preflight.PreflightError as error:
         raise TokenizeError(str(error)) from error
-    by_name = {sample.name: sample for sample in samples}
-    return [dataclasses.replace(file, quoting=preflight.file_quoting(by_name[file.name], checks.quoting)
-                                if file.name in by_name else checks.quoting) if file.format != PARQUET else file
-            for file in files]
+    return [dataclasses.replace(file, quoting=checks.quoting) if file.format != PARQUET else file for file in files]
 
 
 def parquet_rows(files: list[CorpusFile], text_field: str, value_field: str | None) -> int:

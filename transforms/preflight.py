@@ -14,7 +14,6 @@ pipeline.run and pipeline.tokenize call the same two pure steps before they star
    JSON-lines file, a TSV/CSV file read as plain text (its header names the --text-field:
    `--format tsv`), a file of which no sampled record is usable, decomposed (NFD) Hangul
    above NFD_SHARE of the records (`--nfc`, or `--allow-nfd`), and an input without records.
-   It also settles the quoting of each TSV/CSV file under --quoting auto (`file_quoting`).
 
 `unusable_run` is the last line of defence, after a run: every record read was dropped
 before it could be cleaned. docs/run.md (Checks before the run) lists the checks.
@@ -81,8 +80,6 @@ class FileSample:
     undecodable: int = 0
     decodes_as: Counter = field(default_factory=Counter)  # undecodable records that another encoding reads
     nfd: int = 0  # parsed records whose text holds conjoining jamo
-    literal: int = 0  # records read with their quotes as ordinary characters (not valid RFC 4180)
-    rfc_quoted: int = 0  # records whose quoting only RFC 4180 explains (see `needs_rfc4180`)
     first_record: bytes | None = None
     read_error: str | None = None
 
@@ -108,7 +105,6 @@ def sample_file(path: str, name: str, fmt: str, checks: Checks) -> FileSample:
                 if sample.records >= SAMPLE_RECORDS or sampled_bytes >= SAMPLE_BYTES:
                     break
             sample.fmt, sample.header = reader.kind, reader.header
-            sample.literal = reader.counts["records_read_literally"]
             if reader.header_raw is not None:
                 sample.header_undecodable = not _decodes(reader.header_raw, checks.encoding)
     except Exception as error:  # noqa: BLE001 - the run counts it as a read_error; the sample ends here
@@ -170,21 +166,7 @@ def _add_record(sample: FileSample, record, reader: reading.RecordReader, checks
         if isinstance(obj, dict):
             sample.objects += 1
             sample.keys.update(obj.keys())
-    if isinstance(record, bytes) and fmt in reading.TABLE_FORMATS and b'"' in record:
-        sample.rfc_quoted += needs_rfc4180(record, fmt, checks.encoding)
     return len(raw) if raw else 0
-
-
-def needs_rfc4180(record: bytes, fmt: str, encoding: str) -> bool:
-    """Whether a record's quotes do what only RFC 4180 quoting does: a quoted field that holds a delimiter,
-    a doubled quote or a line break (a writer that never quotes would not write it)."""
-    try:
-        line = record.decode(encoding)
-    except UnicodeDecodeError:
-        return False
-    delimiter = "\t" if fmt == "tsv" else ","
-    fields = reading.split_fields(line, delimiter, True)
-    return fields is not None and ("\n" in line or '""' in line or len(fields) != len(line.split(delimiter)))
 
 
 def sample_files(files: list[tuple[str, str, str]], checks: Checks, threads: int = 8) -> list[FileSample]:
@@ -333,15 +315,6 @@ def _closest(name: str, candidates: list[str]) -> str | None:
 
     close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     return close[0] if close else None
-
-
-def file_quoting(sample: FileSample, quoting: str) -> str:
-    """The quoting a TSV/CSV file is read with: --quoting, except that under auto a file whose first records
-    include lines that are not valid RFC 4180, and none whose quotes need it, is read with its quotes as ordinary
-    characters (`none`): a file written without quoting (KorSTS, KorNLI, PAWS-X)."""
-    if quoting == "auto" and sample.fmt in reading.TABLE_FORMATS and sample.literal and not sample.rfc_quoted:
-        return "none"
-    return quoting
 
 
 # ---------------------------------------------------------------- after the run
