@@ -51,9 +51,9 @@ def build_parser() -> cli.ArgumentParser:
                         help="text encoding of the input: utf-8, cp949 (Korean Windows; reads EUC-KR too) or euc-kr")
     parser.add_argument("--quoting", choices=reading.QUOTINGS, default="auto",
                         help="TSV/CSV quotes: rfc4180 (quoted fields may hold delimiters, \"\" and line breaks; a "
-                             "line whose quote never closes is dropped as bad_quoting), none (quotes are ordinary "
-                             "characters), auto (rfc4180, reading such a line as with none; a file whose first "
-                             "records only make sense with none is read so)")
+                             "line whose quoted field does not close into a record is dropped as bad_quoting), "
+                             "none (quotes are ordinary characters, one record a line), auto (rfc4180, but such a "
+                             "line is read as with none)")
     parser.add_argument("--text-field", default="text", help="JSON key or TSV/CSV header column of the text")
     parser.add_argument("--id-field", default="id",
                         help="JSON key or column of the id; records without one get FILE:LINE")
@@ -139,8 +139,7 @@ def list_sources(patterns: list[str], fmt: str) -> tuple[list, int]:
 def preflight(args, sources: list, id_field_explicit: bool) -> list:
     """The checks before any work (transforms.preflight) on the first records of every input file.
 
-    Returns the sources with the quoting each is read with (--quoting; under auto, a TSV/CSV
-    file whose first records show quotes that are ordinary characters is read with none).
+    Returns the sources, each with --quoting (transforms.reading.QUOTINGS).
     """
     import dataclasses
 
@@ -156,9 +155,7 @@ def preflight(args, sources: list, id_field_explicit: bool) -> list:
         checks_module.check_samples(samples, checks)
     except checks_module.PreflightError as error:
         raise UsageError(str(error)) from None
-    by_name = {sample.name: sample for sample in samples}
-    return [dataclasses.replace(source, quoting=checks_module.file_quoting(by_name[source.name], args.quoting)
-                                if source.name in by_name else args.quoting) for source in sources]
+    return [dataclasses.replace(source, quoting=args.quoting) for source in sources]
 
 
 def prepare_output(output: str, overwrite: bool) -> str:
@@ -302,13 +299,12 @@ def build_stats(counts: dict, sources: list, settings, files: list[str], timings
 
 
 def quoting_stats(counts: Counter, sources: list) -> dict | None:
-    """How the TSV/CSV files were read (only when there are some): files with their quotes read as ordinary
-    characters, records read so, records spanning lines."""
+    """How the TSV/CSV records were read (only when there are some): records read with their quotes as ordinary
+    characters (--quoting auto: not valid RFC 4180), records spanning lines (a quoted line break)."""
     tables = [source for source in sources if source.fmt in reading.TABLE_FORMATS]
     if not tables:
         return None
-    return {"files_read_with_quoting_none": [source.name for source in tables if source.quoting == "none"],
-            "records_read_literally": counts["records_read_literally"],
+    return {"records_read_literally": counts["records_read_literally"],
             "records_spanning_lines": counts["records_spanning_lines"]}
 
 
