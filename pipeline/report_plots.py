@@ -103,6 +103,17 @@ def keep_hangul_out(figure) -> None:
             text.set_text(HANGUL.sub("?", text.get_text()))
 
 
+def log_y(axes) -> None:
+    """A log y axis labelled 0.1, 1, 10 in plain text: matplotlib's 10^-1 labels are mathtext, whose minus sign
+    (U+2212) the Hangul font lacks, and mathtext has no per-glyph fallback."""
+    from matplotlib import ticker
+
+    axes.set_yscale("log")
+    axes.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.yaxis.set_minor_formatter(ticker.FuncFormatter(
+        lambda value, _: f"{value:g}" if f"{value:e}"[0] in "25" else ""))
+
+
 def pad_bars(axes, first: int, last: int, slots: int = 8) -> None:
     """Keep a few bars from spreading over the whole width: at least `slots` bar widths on the x axis."""
     extra = max(0.0, (slots - (last - first + 1)) / 2)
@@ -225,7 +236,7 @@ class Figures:
             axes.set_xticks(range(len(labels)), labels)
             pad_bars(axes, 0, len(labels) - 1)
             if values and max(values) > 50 * max(min(values), 1):
-                axes.set_yscale("log")
+                log_y(axes)
             axes.set_xlabel(self.label("cluster size (texts)", "클러스터 크기"))
             axes.set_ylabel(self.label("clusters", "클러스터 수"))
         return self.render(draw, (FIGURE_SIZE[0] * 0.75, 2.6))
@@ -325,7 +336,7 @@ class Figures:
                 axes.plot(steps, series, label=key, linewidth=2.0 if key == "loss" else 1.2,
                           color=PALETTE[number % len(PALETTE)])
             if values and max(values) > 10 * min(values):
-                axes.set_yscale("log")
+                log_y(axes)
             axes.set_xlabel(self.label("step", "스텝"))
             axes.set_ylabel(self.label("loss", "손실"))
             axes.legend(frameon=False, fontsize=8)

@@ -205,6 +205,14 @@ def test_without_a_hangul_font_korean_stays_html_text(outputs, tmp_path, monkeyp
     assert len(IMAGE.findall(text)) >= 12
 
 
+def test_no_glyph_is_missing_from_any_figure(outputs, tmp_path, caplog):
+    """Log axes (the distillation losses) and Korean labels draw every glyph: no warning, no dummy symbol."""
+    text, caught = build(outputs, tmp_path / "report.html")
+    problems = [m for m in caught if "missing from font" in m] + [
+        record.getMessage() for record in caplog.records if "glyph" in record.getMessage()]
+    assert not problems and len(IMAGE.findall(text)) >= 12
+
+
 def test_the_same_inputs_give_the_same_figures(outputs, tmp_path, page):
     again, _ = build(outputs, tmp_path / "again.html")
     assert IMAGE.findall(again) == IMAGE.findall(page)
