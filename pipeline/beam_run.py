@@ -4,7 +4,11 @@
                                      |                                       |        ^ removed ids
                                      +-> GroupRejected -> WriteRejected      |        | (side input)
                                                                              +-> band entries -> GroupByBandPartition
-        -> BucketEdges -> CollectEdges -> Components -> RemovedIds (and WriteClusters with --write-clusters)
+        -> BucketPairs -> pairs by the partition of their first record   --+
+                       -> text requests by text partition --+              |
+           records (Dedup) by text partition ---------------+-> FetchTexts -+-> VerifyPairs -> edges
+        (with --no-verify: GroupByBandPartition -> BucketEdges -> edges)
+        edges -> CollectEdges -> Components -> RemovedIds (and WriteClusters with --write-clusters)
 
 Elements are batches (LineBatch, Arrow record batches, numpy arrays), never single
 comments: Beam's Python SDK costs microseconds per element and a comment is ~35
@@ -22,7 +26,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipeline import cli
-from transforms import components, corpus_stages, storage
+from transforms import components, corpus_stages, near_pairs, storage
 from transforms.corpus_stages import RunSettings, SourceFile
 
 METRICS_NAMESPACE = "koforge"
@@ -127,9 +131,50 @@ class SumCounts(beam.CombineFn):
         return dict(accumulator)
 
 
+class BucketPairs(beam.DoFn):
+    """Band entries of one band partition -> candidate node pairs by the pairs' partition; text requests on the side."""
+
+    REQUESTS = "requests"
+
+    def process(self, element):
+        pairs, tally = near_pairs.bucket_pairs(element[1])
+        by_dest, requests = near_pairs.route_pairs(pairs)
+        yield from by_dest.items()
+        for partition, request in requests.items():
+            yield beam.pvalue.TaggedOutput(self.REQUESTS, (partition, request))
+        yield report(tally)
+
+
+class FetchTexts(beam.DoFn):
+    """A text partition's records joined with the requests for them -> the requested texts, by the pairs' partition."""
+
+    def __init__(self, settings: RunSettings):
+        self.settings = settings
+
+    def process(self, element):
+        partition, joined = element
+        fetched, tally = near_pairs.fetch_texts(partition, joined["records"], joined["requests"], self.settings.keep)
+        yield from fetched.items()
+        yield report(tally)
+
+
+class VerifyPairs(beam.DoFn):
+    """One partition's candidate pairs and their fetched texts -> the edges at the threshold (true Jaccard)."""
+
+    def __init__(self, settings: RunSettings):
+        self.settings = settings
+
+    def process(self, element):
+        joined, near = element[1], self.settings.near
+        edges, tally = near_pairs.verify_candidates(joined["pairs"], joined["texts"], near.ngram, near.threshold)
+        if edges is not None:
+            yield edges
+        yield report(tally)
+
+
 def near_dedup_counts(found: dict) -> dict:
-    """The components' counts for stats.json: candidate pairs and clusters of each size."""
-    return {"near_dedup_candidate_pairs": found["candidate_pairs"],
+    """The components' counts for stats.json: distinct edges linked and clusters of each size."""
+    return {"near_dedup_edges": found["edges"],
             **{f"{CLUSTER_SIZE_COUNT}{size}": n for size, n in found["histogram"].items()}}
 
 
@@ -154,7 +199,8 @@ def build_graph(pipeline: beam.Pipeline, sources: list[SourceFile], settings: Ru
         | "GroupByPartition" >> beam.GroupByKey()
         | "Dedup" >> beam.ParDo(DedupPartition(settings)).with_outputs(DedupPartition.BANDS, COUNTS, main="records")
     )
-    found = _near_duplicates(deduped.bands, settings) if settings.near is not None else None
+    found, near_counts = _near_duplicates(deduped.bands, deduped.records, settings) if (
+        settings.near is not None) else (None, [])
     # Only the removed ids (compact arrays) go to the writers, as a side input.
     side = [beam.pvalue.AsSingleton(found | "RemovedIds" >> beam.Map(lambda f: f["removed"]))] if (
         found is not None) else []
@@ -165,7 +211,7 @@ def build_graph(pipeline: beam.Pipeline, sources: list[SourceFile], settings: Ru
         | "GroupRejected" >> beam.GroupByKey()
         | "WriteRejected" >> beam.Map(lambda element: corpus_stages.write_rejected(*element, settings))
     )
-    count_streams = [parsed.counts, deduped.counts, written.counts]
+    count_streams = [parsed.counts, deduped.counts, written.counts, *near_counts]
     if found is not None:
         count_streams.append(found | "NearDedupCounts" >> beam.Map(near_dedup_counts))
     _ = (
@@ -176,19 +222,47 @@ def build_graph(pipeline: beam.Pipeline, sources: list[SourceFile], settings: Ru
     )
 
 
-def _near_duplicates(bands, settings: RunSettings):
-    """Band entries -> the components of the near-duplicate graph (one element); clusters written if asked."""
+def _columns_to_fetch(element, settings: RunSettings):
+    """(partition, records) with only what verification fetches: id, text and a --keep rule's field."""
+    partition, table = element
+    return partition, table.select(["id", "text"] + ([settings.keep.field] if settings.keep.field else []))
+
+
+def _near_duplicates(bands, records, settings: RunSettings):
+    """Band entries (+ the records, to fetch candidates' texts) -> the components (one element), and count streams.
+
+    Verified (default): candidate pairs from every bucket, their texts fetched from the
+    records' partitions, checked by true Jaccard (transforms.near_pairs). --no-verify:
+    a star per bucket (transforms.components.bucket_edges). Clusters written if asked.
+    """
     near = settings.near
+    grouped = bands | "GroupByBandPartition" >> beam.GroupByKey()
+    counts = []
+    if near.verify:
+        proposed = grouped | "BucketPairs" >> beam.ParDo(BucketPairs()).with_outputs(
+            BucketPairs.REQUESTS, COUNTS, main="pairs")
+        fetched = (
+            {"records": records | "RecordsToFetch" >> beam.Map(_columns_to_fetch, settings),
+             "requests": proposed[BucketPairs.REQUESTS]}
+            | "JoinRequests" >> beam.CoGroupByKey()
+            | "FetchTexts" >> beam.ParDo(FetchTexts(settings)).with_outputs(COUNTS, main="texts")
+        )
+        verified = (
+            {"pairs": proposed.pairs, "texts": fetched.texts}
+            | "JoinTexts" >> beam.CoGroupByKey()
+            | "VerifyPairs" >> beam.ParDo(VerifyPairs(settings)).with_outputs(COUNTS, main="edges")
+        )
+        edges = verified.edges
+        counts = [proposed[COUNTS], fetched[COUNTS], verified[COUNTS]]
+    else:
+        edges = grouped | "BucketEdges" >> beam.FlatMap(lambda element: filter(None, [
+            components.bucket_edges(element[1])]))
     found = (
-        bands
-        | "GroupByBandPartition" >> beam.GroupByKey()
-        | "BucketEdges" >> beam.FlatMap(
-            lambda element: filter(None, [components.bucket_edges(element[1], near.ngram, near.threshold,
-                                                                  near.verify)]))
+        edges
         | "CollectEdges" >> beam.combiners.ToList()
         | "Components" >> beam.Map(components.near_duplicate_components)
     )
     if settings.write_clusters:
         _ = found | "WriteClusters" >> beam.FlatMap(
             lambda f: filter(None, [corpus_stages.write_clusters(f["clusters"], settings)]))
-    return found
+    return found, counts

@@ -90,8 +90,16 @@ def _add_near_dedup_options(parser: cli.ArgumentParser) -> None:
     parser.add_argument("--ngram", type=cli.positive_int, default=None,
                         help="character n-gram size (default: transforms.minhash.DEFAULT_NGRAM)")
     parser.add_argument("--seed", type=int, default=0, help="MinHash seed, 0 <= seed < 2**64")
-    parser.add_argument("--verify", action="store_true",
-                        help="check candidate pairs with their true Jaccard (slower, more precise)")
+    parser.add_argument("--verify", dest="verify", action="store_true", default=True,
+                        help="check every candidate pair's true Jaccard before linking it (the default; "
+                             "the option is its explicit spelling)")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="link unverified LSH candidates (faster; removes some texts with no partner at the "
+                             "threshold)")
+    parser.add_argument("--keep", default="smallest-id", metavar="RULE",
+                        help="which record of a group of exact or near duplicates survives: smallest-id, longest, "
+                             "first-by:FIELD or last-by:FIELD (FIELD one of --keep-fields; ties: smallest id; ids "
+                             "compare as strings)")
     parser.add_argument("--write-clusters", action="store_true",
                         help="write DIR/clusters/*.parquet (id, cluster_id, kept) for near-duplicate clusters")
 
@@ -108,9 +116,10 @@ def check_options(args) -> None:
     if not 0 <= args.seed < 2**64:
         raise UsageError("--seed must be in [0, 2**64)")
     try:
-        reading.FieldSpec.parse_keep_fields(args.keep_fields)
+        keep_fields = reading.FieldSpec.parse_keep_fields(args.keep_fields)
     except reading.InputFormatError as error:
         raise UsageError(str(error)) from None
+    keep_rule(args.keep, keep_fields)
     if args.input is None and "://" in args.output:
         raise UsageError("the embedded sample corpus needs a local --output; pass --input for remote runs")
     try:
@@ -203,6 +212,16 @@ def stage_output(args, sources: list | None, estimated_bytes: int) -> tuple[str,
 # ---------------------------------------------------------------- settings
 
 
+def keep_rule(spec: str, keep_fields: tuple):
+    """The --keep rule (transforms.survivors.KeepRule); a UsageError for a bad rule or a field not kept."""
+    from transforms.survivors import KeepRule
+
+    try:
+        return KeepRule.parse(spec, keep_fields)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
 def near_dedup_settings(args):
     """NearDedupSettings from the options (bands x rows from the threshold), or None with --no-near-dedup."""
     from transforms import minhash
@@ -229,7 +248,8 @@ def run_settings(args, staging: str, num_partitions: int):
                                           keep_hanja=args.keep_hanja),
         min_chars=args.min_chars, max_chars=args.max_chars, max_line_bytes=args.max_line_bytes,
         exact_dedup=args.exact_dedup, near=near_dedup_settings(args), num_partitions=num_partitions,
-        staging=staging, write_clusters=args.write_clusters, encoding=args.encoding)
+        staging=staging, write_clusters=args.write_clusters, keep=keep_rule(args.keep, fields.keep_fields),
+        encoding=args.encoding)
 
 
 def default_num_shards(estimated_bytes: int) -> int:
@@ -314,10 +334,29 @@ def near_dedup_stats(counts: Counter, near) -> dict:
                    if key.startswith(CLUSTER_SIZE_COUNT))
     return {"threshold": near.threshold, "num_perm": near.num_perm, "ngram": near.ngram, "bands": near.bands,
             "rows": near.rows, "seed": near.seed, "verify": near.verify,
-            "candidate_pairs": counts.get("near_dedup_candidate_pairs", 0),
+            **verification_stats(counts, near.verify),
             "removed": counts.get(drop_reasons.NEAR_DUPLICATE, 0),
             "cluster_size_histogram": {str(size): n for size, n in sizes},
             "clusters": sum(n for _, n in sizes)}
+
+
+def verification_stats(counts: Counter, verify: bool) -> dict:
+    """Candidate pairs and what verification made of them (docs/run.md, stats.json).
+
+    Verified: every distinct pair a bucket proposed (bounded for buckets over
+    transforms.near_pairs.ALL_PAIRS_UP_TO members), checked once. --no-verify: the distinct
+    star edges linked, none checked (verified and rejected are null).
+    """
+    from transforms import near_pairs
+
+    if not verify:
+        return {"candidate_pairs": counts.get("near_dedup_edges", 0), "verified_pairs": None, "rejected_pairs": None}
+    return {"candidate_pairs": counts.get("near_dedup_pairs_checked", 0),
+            "verified_pairs": counts.get("near_dedup_pairs_verified", 0),
+            "rejected_pairs": counts.get("near_dedup_pairs_rejected", 0),
+            "pair_bound": {"all_pairs_up_to": near_pairs.ALL_PAIRS_UP_TO,
+                           "representatives": near_pairs.REPRESENTATIVES,
+                           "large_buckets": counts.get("near_dedup_large_buckets", 0)}}
 
 
 def summary(stats: dict) -> str:
@@ -330,9 +369,12 @@ def summary(stats: dict) -> str:
     if "near_dedup" in stats:
         near = stats["near_dedup"]
         histogram = ", ".join(f"{size}:{n}" for size, n in near["cluster_size_histogram"].items())
+        checked = (f"{near['candidate_pairs']:,} candidate pairs verified: {near['verified_pairs']:,} at the "
+                   f"threshold, {near['rejected_pairs']:,} rejected" if near["verify"]
+                   else f"{near['candidate_pairs']:,} candidate pairs, not verified (--no-verify)")
         lines.append(f"near dedup: J>={near['threshold']} ({near['bands']} bands x {near['rows']} rows, "
-                     f"{near['ngram']}-grams): {near['candidate_pairs']:,} candidate pairs, {near['clusters']:,} "
-                     f"clusters, {near['removed']:,} removed; cluster sizes {{{histogram}}}")
+                     f"{near['ngram']}-grams): {checked}; {near['clusters']:,} clusters, {near['removed']:,} "
+                     f"removed; cluster sizes {{{histogram}}}")
     lines.append(f"took {stats['timings']['total_seconds']:.1f} s")
     return "\n".join(lines)
 

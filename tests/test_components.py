@@ -108,12 +108,13 @@ def id_bytes(docs) -> np.ndarray:
     return np.array([f"{doc:012d}".encode() for doc in docs], dtype=np.bytes_)
 
 
-def band_entries(keys: np.ndarray, docs: np.ndarray, partition_of_doc=None, texts=None) -> dict:
-    """Entries as transforms.corpus_stages.band_entries makes them, from [n_docs, bands] keys."""
+def band_entries(keys: np.ndarray, docs: np.ndarray, partition_of_doc=None) -> list[dict]:
+    """Unverified entries as transforms.corpus_stages.band_entries makes them (one dict per text partition)."""
     bands = keys.shape[1]
-    partitions = np.zeros(len(docs), np.int32) if partition_of_doc is None else partition_of_doc
-    return {"key": keys.ravel(), "id": np.repeat(id_bytes(docs), bands), "partition": np.repeat(partitions, bands),
-            "text": None if texts is None else np.repeat(np.asarray(texts, dtype=object), bands)}
+    partitions = np.zeros(len(docs), np.int32) if partition_of_doc is None else np.asarray(partition_of_doc)
+    return [{"key": keys[partitions == p].ravel(), "row": np.repeat(np.flatnonzero(partitions == p), bands),
+             "partition": int(p), "id": np.repeat(id_bytes(docs[partitions == p]), bands)}
+            for p in np.unique(partitions)]
 
 
 def edges_of(found) -> np.ndarray:
@@ -128,7 +129,7 @@ def test_bucket_edges_are_bucket_stars_and_connect_like_all_pairs():
         n_docs, bands = 300, 4
         keys = rng.integers(0, 60, size=(n_docs, bands)).astype(np.uint64) + np.arange(bands, dtype=np.uint64) * 1000
         docs = rng.choice(10**9, size=n_docs, replace=False)
-        edges = edges_of(bucket_edges([band_entries(keys, docs)], 2, 0.8, verify=False))
+        edges = edges_of(bucket_edges(band_entries(keys, docs)))
         all_pairs = brute_force_bucket_pairs(keys, docs)
         edge_set = set(map(tuple, edges.tolist()))
         assert len(edge_set) == len(edges) and edge_set <= all_pairs
@@ -147,25 +148,13 @@ def test_bucket_edges_are_bucket_stars_and_connect_like_all_pairs():
         assert edge_set == expected_stars
         assert as_dict(connected_components(edges, docs)) == reference_components(all_pairs, docs)
         shuffled = rng.permutation(n_docs)
-        assert np.array_equal(edges_of(bucket_edges([band_entries(keys[shuffled], docs[shuffled])], 2, 0.8, False)),
-                              edges)
+        assert np.array_equal(edges_of(bucket_edges(band_entries(keys[shuffled], docs[shuffled]))), edges)
         # entries split by key partition, as the pipeline shuffles them: the union is the same edges
-        entries = band_entries(keys, docs)
-        parts = [edges_of(bucket_edges([{name: values[entries["key"] % np.uint64(5) == p]
-                                         for name, values in entries.items() if values is not None}], 2, 0.8, False))
+        entries = band_entries(keys, docs)[0]
+        parts = [edges_of(bucket_edges([{**entries, **{name: entries[name][entries["key"] % np.uint64(5) == p]
+                                                       for name in ("key", "row", "id")}}]))
                  for p in range(5)]
         assert np.array_equal(np.unique(np.concatenate(parts), axis=0), edges)
-
-
-def test_bucket_edges_verify_keeps_only_pairs_at_the_threshold():
-    texts = ["가나다라마바", "가나다라마", "전혀 다른 말", "완전히 새로운 문장"]  # J(0, 1) = 0.8; 2 and 3: 0
-    keys = np.array([[1], [1], [2], [2]], dtype=np.uint64)  # two buckets of two
-    docs = np.arange(4)
-    found = bucket_edges([band_entries(keys, docs, texts=texts)], 2, 0.8, verify=True)
-    assert edges_of(found).tolist() == [[0, 1]]
-    assert edges_of(bucket_edges([band_entries(keys, docs, texts=texts)], 2, 0.8, verify=False)).tolist() == [
-        [0, 1], [2, 3]]
-    assert bucket_edges([band_entries(keys, docs, texts=texts)], 2, 0.81, verify=True) is None
 
 
 def test_near_duplicate_components_removes_all_but_the_smallest_id_per_partition():
@@ -173,16 +162,16 @@ def test_near_duplicate_components_removes_all_but_the_smallest_id_per_partition
     docs = np.array([1, 3, 4, 5, 7, 9])
     keys = np.array([[10, 20], [11, 21], [11, 22], [10, 23], [13, 25], [14, 23]], dtype=np.uint64)
     # text partitions: doc % 2
-    found = bucket_edges([band_entries(keys, docs, (docs % 2).astype(np.int32))], 2, 0.8, verify=False)
+    found = bucket_edges(band_entries(keys, docs, (docs % 2).astype(np.int32)))
     result = near_duplicate_components([found])
     assert {p: ids.tolist() for p, ids in result["removed"].items()} == {0: [b"000000000004"],
                                                                         1: [b"000000000005", b"000000000009"]}
-    assert result["histogram"] == {"2": 1, "3": 1} and result["candidate_pairs"] == 3
+    assert result["histogram"] == {"2": 1, "3": 1} and result["edges"] == 3
     clusters = dict(zip(result["clusters"]["id"].tolist(), result["clusters"]["cluster_id"].tolist()))
     assert clusters == {b"000000000001": b"000000000001", b"000000000005": b"000000000001",
                         b"000000000009": b"000000000001", b"000000000003": b"000000000003",
                         b"000000000004": b"000000000003"}
-    assert near_duplicate_components([]) == {"removed": {}, "clusters": None, "histogram": {}, "candidate_pairs": 0}
+    assert near_duplicate_components([]) == {"removed": {}, "clusters": None, "histogram": {}, "edges": 0}
 
 
 def test_star_edges_by_partition_union_to_the_whole():
@@ -225,8 +214,7 @@ def test_sample_corpus_near_duplicates_are_removed_and_distinct_comments_kept():
     id_to_text = {record_id: text for text, record_id in by_text.items()}
     texts = [id_to_text[i] for i in ids]
     bands, rows = lsh_params(0.8, 128)
-    edges = edges_of(bucket_edges([band_entries(band_keys(signatures(texts), bands, rows), np.arange(len(texts)))],
-                                  DEFAULT_NGRAM, 0.8, verify=False))
+    edges = edges_of(bucket_edges(band_entries(band_keys(signatures(texts), bands, rows), np.arange(len(texts)))))
     nodes, representatives = connected_components(edges)
     removed = {ids[n] for n, r in zip(nodes.tolist(), representatives.tolist()) if n != r}
     planted = {copy: by_text[cleaned[source]] for copy, source in corpus.near_duplicate_of.items()

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.run import run
-from transforms import components, corpus_stages
+from transforms import components, corpus_stages, near_pairs
 from transforms.clean import CleanOptions
 from transforms.corpus_stages import LineBatch, NearDedupSettings, RunSettings, SourceFile
 from transforms.reading import FieldSpec
@@ -156,10 +156,7 @@ def run_without_beam(sources: list[SourceFile], run_settings: RunSettings) -> Co
         tally += counts
         for band_partition, entry in entries.items():
             bands[band_partition].append(entry)
-    near = run_settings.near
-    edges = [e for entries in bands.values()
-             if (e := components.bucket_edges(entries, near.ngram, near.threshold, near.verify)) is not None]
-    found = components.near_duplicate_components(edges)
+    found = components.near_duplicate_components(near_edges(bands, deduped, run_settings, tally))
     for partition, table in deduped.items():
         tally += corpus_stages.write_partition(partition, table, found["removed"].get(partition), run_settings)[1]
     for partition, lists in rejects.items():
@@ -168,22 +165,57 @@ def run_without_beam(sources: list[SourceFile], run_settings: RunSettings) -> Co
     return tally
 
 
+def near_edges(bands: dict, tables: dict, run_settings: RunSettings, tally: Counter) -> list[dict]:
+    """Band entries -> edges: unverified stars, or (verified) bucket pairs, texts fetched by partition, verified."""
+    near = run_settings.near
+    if not near.verify:
+        return [e for entries in bands.values() if (e := components.bucket_edges(entries)) is not None]
+    pairs, requests, fetched = defaultdict(list), defaultdict(list), defaultdict(list)
+    for entries in bands.values():
+        found, counts = near_pairs.bucket_pairs(entries)
+        tally += counts
+        by_dest, wanted = near_pairs.route_pairs(found)
+        for partition, part in by_dest.items():
+            pairs[partition].append(part)
+        for partition, request in wanted.items():
+            requests[partition].append(request)
+    for partition, table in tables.items():
+        texts, counts = near_pairs.fetch_texts(partition, [table], requests[partition], run_settings.keep)
+        tally += counts
+        for dest, part in texts.items():
+            fetched[dest].append(part)
+    edges = []
+    for partition, parts in pairs.items():
+        found, counts = near_pairs.verify_candidates(parts, fetched[partition], near.ngram, near.threshold)
+        tally += counts
+        edges += [found] if found is not None else []
+    return edges
+
+
 def digest(directory: Path) -> dict[str, str]:
     return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
             for sub in ("clean", "rejected", "clusters") for p in sorted((directory / sub).glob("*"))}
 
 
-def test_the_stages_without_beam_write_what_pipeline_run_writes(tmp_path):
+@pytest.mark.parametrize("verify, keep", [(True, "smallest-id"), (False, "smallest-id"), (True, "last-by:date")])
+def test_the_stages_without_beam_write_what_pipeline_run_writes(tmp_path, verify, keep):
     """The engine-free functions alone, composed in plain Python, give pipeline.run's (Beam's) output bytes."""
-    stats = run(["--output", str(tmp_path / "beam"), "--write-clusters", "--quiet"])
+    from transforms.survivors import KeepRule
+
+    stats = run(["--output", str(tmp_path / "beam"), "--write-clusters", "--quiet", "--keep-fields", "date",
+                 "--keep", keep] + ([] if verify else ["--no-verify"]))
     sample = tmp_path / "beam" / "sample_input" / "sample_comments.jsonl"
-    near = NearDedupSettings(0.8, 128, 2, 0, stats["near_dedup"]["bands"], stats["near_dedup"]["rows"], False)
+    near = NearDedupSettings(0.8, 128, 2, 0, stats["near_dedup"]["bands"], stats["near_dedup"]["rows"], verify)
     run_settings = settings(staging=str(tmp_path / "plain"), num_partitions=8, near=near, min_chars=10,
-                            max_chars=None, max_line_bytes=8 << 20, write_clusters=True)
+                            max_chars=None, max_line_bytes=8 << 20, write_clusters=True, keep_fields=(("date", "str"),),
+                            keep=KeepRule.parse(keep, (("date", "str"),)))
     tally = run_without_beam([SourceFile(str(sample), "sample_comments.jsonl", "jsonl")], run_settings)
     assert digest(tmp_path / "plain") == digest(tmp_path / "beam") and len(digest(tmp_path / "beam")) == 10
     assert tally["output_records"] == stats["output_records"]
     assert {k: tally[k] for k in stats["dropped"]} == stats["dropped"]
+    if verify:
+        assert (tally["near_dedup_pairs_checked"], tally["near_dedup_pairs_verified"]) == (
+            stats["near_dedup"]["candidate_pairs"], stats["near_dedup"]["verified_pairs"])
 
 
 def test_stage_modules_know_no_engine():

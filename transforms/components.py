@@ -1,16 +1,18 @@
 """Near-duplicate graph code in numpy: candidate edges from LSH buckets, connected components over them.
 
-Pure functions, no engine: pipeline.run's Beam graph (pipeline/beam_run.py) calls
-`bucket_edges` once per band partition and `near_duplicate_components` once over all edges,
-and the benchmarks (bench/bench_near_dedup.py) measure these same functions.
-Near-duplicate removal keeps one text per connected component of the candidate graph: the
-one with the smallest id, so the survivor never depends on arrival order or partitioning.
+Pure functions, no engine: pipeline.run's Beam graph (pipeline/beam_run.py) calls, per band
+partition, `bucket_edges` (with --no-verify: unverified stars) or the verified pairs of
+transforms.near_pairs (the default), and `near_duplicate_components` once over all edges;
+the benchmarks (bench/bench_near_dedup.py) measure these same functions.
+Near-duplicate removal keeps one text per connected component of the edge graph: the
+smallest id, or the first under a --keep rule's survivor key (transforms.survivors), so
+the survivor never depends on arrival order or partitioning.
 docs/near-dedup.md describes the method; BENCHMARKS.md has its measured quality and cost.
 
 `connected_components` is a union-find in one process over every edge: it holds all edges
 and every node that has one (texts without an edge never reach it). Near-dedup edges are
-few (a star per bucket), which keeps that inside one worker up to a large corpus; where it
-stops, and what to do then (fewer edges with --verify, a high-memory worker, distributed
+few (verified pairs, or a star per bucket), which keeps that inside one worker up to a
+large corpus; where it stops, and what to do then (a high-memory worker, distributed
 large-star/small-star rounds), is in docs/near-dedup.md (Scale of the components step),
 with the measurements in BENCHMARKS.md.
 """
@@ -92,20 +94,21 @@ def verify_pairs(texts_a: Sequence[str], texts_b: Sequence[str], ngram: int, thr
     return exact_jaccard(texts_a, texts_b, ngram) >= threshold
 
 
-def bucket_edges(entries: Iterable[dict], ngram: int, threshold: float, verify: bool) -> dict | None:
-    """Band entries of one key partition -> candidate edges: a star from each bucket's smallest id.
+def bucket_edges(entries: Iterable[dict]) -> dict | None:
+    """Band entries of one key partition -> unverified candidate edges: a star from each bucket's smallest id.
 
-    An entry is a dict of arrays ("key": band keys, "id": fixed-width id bytes, "partition":
-    the record's text partition, "text": its text when verifying), as
-    transforms.corpus_stages.band_entries makes them. Band keys already mix in the band
-    index, so a bucket is one key. With `verify` an edge is kept only when its pair's true
-    Jaccard reaches `threshold`. Returns {"a", "a_partition", "b", "b_partition"} arrays, or
-    None without an edge.
+    The --no-verify mode. An entry is a dict of arrays ("key": band keys, "id": fixed-width
+    id bytes, "order": survivor keys under a --keep rule other than smallest-id) and its
+    text "partition", as transforms.corpus_stages.band_entries makes them. Band
+    keys already mix in the band index, so a bucket is one key. A star links the same texts
+    as all of the bucket's pairs. Returns {"a", "a_partition", "b", "b_partition"} arrays
+    (and "a_order", "b_order"), or None without an edge.
     """
     entries = list(entries)
     keys = np.concatenate([e["key"] for e in entries])
     ids = np.concatenate([e["id"] for e in entries])
-    partitions = np.concatenate([e["partition"] for e in entries])
+    partitions = np.concatenate([np.full(len(e["key"]), e["partition"], np.int32) for e in entries])
+    order = np.concatenate([e["order"] for e in entries]) if "order" in entries[0] else None
     # Most buckets hold one text: find the shared ones with an integer sort, and number only
     # their ids (in sorted order, so the smallest number is the smallest id).
     sorted_keys = keys[by_key := np.argsort(keys, kind="stable")]
@@ -116,32 +119,45 @@ def bucket_edges(entries: Iterable[dict], ngram: int, threshold: float, verify: 
     _, first, nodes = np.unique(ids[candidates], return_index=True, return_inverse=True)
     edges = star_edges(keys[candidates], nodes)
     heads, members = candidates[first[edges[:, 0]]], candidates[first[edges[:, 1]]]
-    if verify and len(members):
-        texts = np.concatenate([e["text"] for e in entries])
-        keep = verify_pairs(list(texts[heads]), list(texts[members]), ngram, threshold)
-        heads, members = heads[keep], members[keep]
     if not len(members):
         return None
-    return {"a": ids[heads], "a_partition": partitions[heads], "b": ids[members], "b_partition": partitions[members]}
+    found = {"a": ids[heads], "a_partition": partitions[heads], "b": ids[members], "b_partition": partitions[members]}
+    if order is not None:
+        found.update(a_order=order[heads], b_order=order[members])
+    return found
 
 
 def near_duplicate_components(edge_batches: list[dict]) -> dict:
-    """All candidate edges -> ids to remove per text partition, the clusters and their size histogram.
+    """All edges -> ids to remove per text partition, the clusters and their size histogram.
 
-    One union-find over every candidate edge in a single worker (the module docstring gives
-    the scale where that stops working). The survivor of a cluster is its smallest id: ids
-    are numbered in sorted order before the components.
+    One union-find over every edge in a single worker (the module docstring gives the
+    scale where that stops working). The survivor of a cluster is its smallest id, or,
+    when the edges carry survivor keys ("a_order", "b_order"), the smallest (key, id): ids
+    are numbered in that order before the components. `edges` counts the distinct edges
+    (a pair found in several bands once); the clusters are listed by id.
     """
     if not edge_batches:
-        return {"removed": {}, "clusters": None, "histogram": {}, "candidate_pairs": 0}
+        return {"removed": {}, "clusters": None, "histogram": {}, "edges": 0}
     a = np.concatenate([e["a"] for e in edge_batches])
     b = np.concatenate([e["b"] for e in edge_batches])
     partitions = np.concatenate([np.concatenate([e["a_partition"] for e in edge_batches]),
                                  np.concatenate([e["b_partition"] for e in edge_batches])])
     names, first, inverse = np.unique(np.concatenate([a, b]), return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    if "a_order" in edge_batches[0]:
+        keys = np.concatenate([np.concatenate([e["a_order"] for e in edge_batches]),
+                               np.concatenate([e["b_order"] for e in edge_batches])])[first]
+        by_survivor = np.lexsort((names, keys))  # number -> name index: survivors first
+        number = np.empty(len(names), np.int64)
+        number[by_survivor] = np.arange(len(names))
+        inverse = number[inverse]
+    else:
+        by_survivor = np.arange(len(names))  # names are sorted: the smallest number is the smallest id
     edges = np.stack([inverse[:len(a)], inverse[len(a):]], axis=1)
     edges = np.unique(np.sort(edges, axis=1), axis=0)  # a pair found in several bands counts once
-    nodes, representative = connected_components(edges)
+    numbers, representative = connected_components(edges)
+    listed = np.argsort(by_survivor[numbers], kind="stable")  # the clusters by id
+    nodes, representative = by_survivor[numbers][listed], by_survivor[representative][listed]
     removed_nodes = nodes[representative != nodes]
     removed_partitions = partitions[first[removed_nodes]]
     return {
@@ -149,5 +165,5 @@ def near_duplicate_components(edge_batches: list[dict]) -> dict:
                     for partition in np.unique(removed_partitions)},
         "clusters": {"id": names[nodes], "cluster_id": names[representative], "kept": representative == nodes},
         "histogram": {str(size): n for size, n in cluster_size_histogram(representative).items()},
-        "candidate_pairs": int(len(edges)),
+        "edges": int(len(edges)),
     }

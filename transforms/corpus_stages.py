@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from transforms import drop_reasons, reading, storage
 from transforms.clean import CleanOptions, clean_batch
+from transforms.survivors import KeepRule, survivor_keys
 
 LINES_PER_BATCH = 20_000
 ARROW_TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64()}
@@ -68,6 +69,7 @@ class RunSettings:
     staging: str  # DIR/_temporary: the stages write here, pipeline.run publishes
     write_clusters: bool = False
     encoding: str = reading.DEFAULT_ENCODING  # --encoding, Python's name (utf-8, cp949, euc_kr)
+    keep: KeepRule = KeepRule()  # which record of a duplicate group survives (--keep)
 
     def output_schema(self) -> pa.Schema:
         """The clean corpus's columns: id, text and the --keep-fields (docs/formats.md)."""
@@ -278,9 +280,11 @@ def dedup_partition(partition: int, batches: Iterable[pa.RecordBatch], settings:
     """All records of one text partition -> (records sorted by id, {band partition: band entries}, tally).
 
     Records are sorted by (id, source, line), so of equal texts the smallest id survives
-    exact dedup whatever the arrival order. With near dedup on, each record's MinHash band
-    keys go out as band entries (see `band_entries`); which records near dedup removes is
-    decided later, over all partitions (transforms.components).
+    exact dedup whatever the arrival order (or, under another --keep rule, the first by
+    (survivor key, id, source, line); transforms.survivors); the table stays id-sorted.
+    With near dedup on, each record's MinHash band keys go out as band entries (see
+    `band_entries`); which records near dedup removes is decided later, over all partitions
+    (transforms.near_pairs, transforms.components).
     """
     started = time.perf_counter()
     tally: Counter = Counter()
@@ -290,12 +294,18 @@ def dedup_partition(partition: int, batches: Iterable[pa.RecordBatch], settings:
     table = table.take(pc.sort_indices(table, sort_keys=SORT_KEYS)).combine_chunks()
     if settings.exact_dedup:
         before = table.num_rows
-        table = table.take(pa.array(first_of_each(table.column("text"))))
+        keys = survivor_keys(table, settings.keep)
+        if keys is None:
+            table = table.take(pa.array(first_of_each(table.column("text"))))
+        else:  # the first of each text in survivor order (stable: ties stay in id order), then id order again
+            by_survivor = np.argsort(keys, kind="stable")
+            firsts = by_survivor[first_of_each(table.column("text").take(pa.array(by_survivor)))]
+            table = table.take(pa.array(np.sort(firsts)))
         tally[drop_reasons.EXACT_DUPLICATE] += before - table.num_rows
     table = table.select(settings.output_schema().names)
     bands = {}
     if settings.near is not None and table.num_rows:
-        bands = band_entries(table, partition, settings.near, settings.num_partitions)
+        bands = band_entries(table, partition, settings.near, settings.num_partitions, settings.keep)
     tally["seconds_dedup_minhash"] += time.perf_counter() - started
     return table, bands, tally
 
@@ -335,26 +345,34 @@ def fixed_width_ids(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return matrix.view(f"S{width}").ravel()
 
 
-def band_entries(table: pa.Table, partition: int, near: NearDedupSettings, num_partitions: int) -> dict[int, dict]:
-    """{band partition: entries}: each record's LSH band keys, with its id and text partition (and text to verify).
+def band_entries(table: pa.Table, partition: int, near: NearDedupSettings, num_partitions: int,
+                 keep: KeepRule = KeepRule()) -> dict[int, dict]:
+    """{band partition: entries}: each record's LSH band keys with where the record is (never its text).
 
     A bucket is one band key; entries go to the partition `key % num_partitions`, so all
-    entries of a bucket meet there (transforms.components.bucket_edges).
+    entries of a bucket meet there (transforms.near_pairs.bucket_pairs, or
+    transforms.components.bucket_edges with --no-verify). Entries: "key" (uint64), "row"
+    (int32: the record's row in this id-sorted table) and "partition" (this text partition,
+    one int for all); verification fetches texts by (partition, row). Without verification
+    they also carry "id" (fixed-width bytes) and a --keep rule's survivor key ("order").
     """
     from transforms import minhash
 
-    texts = table.column("text").to_pylist()
-    signatures = minhash.signatures(texts, num_perm=near.num_perm, ngram=near.ngram, seed=near.seed)
-    keys = minhash.band_keys(signatures, near.bands, near.rows)
-    ids = fixed_width_ids(table.column("id"))
-    text_array = np.asarray(texts, dtype=object) if near.verify else None
-    target = keys % np.uint64(num_partitions)
+    keys = minhash.text_band_keys(table.column("text").to_pylist(), near.num_perm, near.ngram, near.seed, near.bands,
+                                  near.rows)  # [band, row]
+    unverified = {} if near.verify else {"id": fixed_width_ids(table.column("id")),
+                                         "order": survivor_keys(table, keep)}
+    # Entries in (row, band) order, split by band partition with one stable (radix) sort of the targets.
+    target = (keys.T % np.uint64(num_partitions)).astype(np.uint16 if num_partitions <= 1 << 16 else np.int64)
+    by_target = np.argsort(target.ravel(), kind="stable")
+    bounds = np.searchsorted(target.ravel()[by_target], np.arange(num_partitions + 1))
     entries = {}
-    for band_partition in np.unique(target):
-        rows, bands = np.nonzero(target == band_partition)
-        entries[int(band_partition)] = {"key": keys[rows, bands], "id": ids[rows],
-                                        "partition": np.full(len(rows), partition, dtype=np.int32),
-                                        "text": text_array[rows] if text_array is not None else None}
+    for band_partition in np.flatnonzero(np.diff(bounds)):
+        picked = by_target[bounds[band_partition]:bounds[band_partition + 1]]
+        rows, bands = np.divmod(picked, near.bands)
+        entries[int(band_partition)] = {"key": keys[bands, rows], "row": rows.astype(np.int32), "partition": partition,
+                                        **{name: values[rows] for name, values in unverified.items()
+                                           if values is not None}}
     return entries
 
 

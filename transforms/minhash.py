@@ -118,11 +118,18 @@ def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def signatures_from_shingles(offsets: np.ndarray, hashes: np.ndarray, num_perm: int = DEFAULT_NUM_PERM,
                              seed: int = 0) -> np.ndarray:
     """MinHash signatures [n_texts, num_perm] uint32 of a `shingle_table`."""
+    return np.ascontiguousarray(_minima(offsets, hashes, num_perm, seed).T)
+
+
+def _minima(offsets: np.ndarray, hashes: np.ndarray, num_perm: int, seed: int, used: int | None = None
+            ) -> np.ndarray:
+    """The signatures laid out [permutation, text]: the first `used` (default all) of the `num_perm` maps."""
     a, b = permutations(num_perm, seed)
+    a, b = a[:used], b[:used]
     keys = (hashes >> _U32).astype(np.uint32)
     n_texts = len(offsets) - 1
-    minima = np.full((num_perm, n_texts), np.iinfo(np.uint32).max, dtype=np.uint32)
-    work = np.empty((num_perm, _SHINGLES_PER_BLOCK), dtype=np.uint32)
+    minima = np.full((len(a), n_texts), np.iinfo(np.uint32).max, dtype=np.uint32)
+    work = np.empty((len(a), _SHINGLES_PER_BLOCK), dtype=np.uint32)
     total = len(keys)
     for start in range(0, total, _SHINGLES_PER_BLOCK):
         stop = min(total, start + _SHINGLES_PER_BLOCK)
@@ -136,7 +143,7 @@ def signatures_from_shingles(offsets: np.ndarray, hashes: np.ndarray, num_perm: 
         block_minima = np.minimum.reduceat(block, segments, axis=1)
         np.minimum(block_minima[:, 0], minima[:, first], out=block_minima[:, 0])
         minima[:, first:last] = block_minima
-    return np.ascontiguousarray(minima.T)
+    return minima
 
 
 def signatures(texts: Sequence[str], num_perm: int = DEFAULT_NUM_PERM, ngram: int = DEFAULT_NGRAM,
@@ -196,12 +203,32 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     if signatures.ndim != 2 or bands < 1 or rows < 1 or bands * rows > signatures.shape[1]:
         raise ValueError(f"need a 2-D signature array with at least bands*rows = {bands}*{rows} columns, "
                          f"got shape {signatures.shape}")
-    values = signatures[:, :bands * rows].astype(np.uint64).reshape(len(signatures), bands, rows)
-    keys = np.repeat(splitmix64(0x5EED_BA4D, bands)[None, :], len(signatures), axis=0)
+    by_band = signatures[:, :bands * rows].reshape(len(signatures), bands, rows).transpose(1, 2, 0)
+    return np.ascontiguousarray(_fold_bands(by_band).T)
+
+
+def text_band_keys(texts: Sequence[str], num_perm: int, ngram: int, seed: int, bands: int, rows: int
+                   ) -> np.ndarray:
+    """`band_keys(signatures(texts, num_perm, ngram, seed), bands, rows)`, transposed: [bands, n] uint64.
+
+    The same keys, cheaper: only the bands*rows minima the keys use are computed, and the
+    signatures are never laid out [text, permutation].
+    """
+    if bands < 1 or rows < 1 or bands * rows > num_perm:
+        raise ValueError(f"need bands*rows = {bands}*{rows} <= num_perm = {num_perm}")
+    offsets, hashes = shingle_table(texts, ngram)
+    minima = _minima(offsets, hashes, num_perm, seed, bands * rows)
+    return _fold_bands(minima.reshape(bands, rows, len(texts)))
+
+
+def _fold_bands(values: np.ndarray) -> np.ndarray:
+    """[bands, rows, n] minima -> [bands, n] keys: the band's seed, then two rows at a time, mixed."""
+    bands, rows, n = values.shape
+    keys = np.repeat(splitmix64(0x5EED_BA4D, bands)[:, None], n, axis=1)
     for r in range(0, rows, 2):
-        word = values[:, :, r] << _U32
+        word = values[:, r].astype(np.uint64) << _U32
         if r + 1 < rows:
-            word |= values[:, :, r + 1]
+            word |= values[:, r + 1]
         keys ^= word
         fmix64(keys)
     return keys
@@ -227,3 +254,33 @@ def exact_jaccard(texts_a: Sequence[str], texts_b: Sequence[str], ngram: int = D
     intersection = np.bincount(pair[1:][shared], minlength=pairs)
     union = sizes[:pairs] + sizes[pairs:] - intersection
     return intersection / union
+
+
+def pairwise_jaccard(texts: Sequence[str], first: np.ndarray, second: np.ndarray, ngram: int = DEFAULT_NGRAM
+                     ) -> np.ndarray:
+    """True Jaccard of the n-gram sets of texts[first[i]] and texts[second[i]], float64; each text shingled once.
+
+    For many pairs over few texts (a bucket's members are in many pairs): the texts' sets
+    are built once, as sorted (text, shingle) keys; each pair looks the shingles of its
+    smaller set up in the larger one. The same values as `exact_jaccard` of the pairs.
+    """
+    first, second = np.asarray(first, dtype=np.int64), np.asarray(second, dtype=np.int64)
+    if len(first) != len(second):
+        raise ValueError(f"need as many first as second indexes, got {len(first)} and {len(second)}")
+    if not len(first):
+        return np.zeros(0, np.float64)
+    offsets, hashes = shingle_table(texts, ngram)
+    _, token = np.unique(hashes, return_inverse=True)  # shingles numbered 0 .. V-1 (V < 2^32)
+    text = np.repeat(np.arange(len(texts), dtype=np.int64), np.diff(offsets))
+    keys = np.unique((text << _U32.astype(np.int64)) | token.ravel())  # each text's set, sorted by (text, shingle)
+    starts = np.searchsorted(keys, np.arange(len(texts), dtype=np.int64) << _U32.astype(np.int64))
+    sizes = np.diff(np.r_[starts, len(keys)])
+    smaller_first = sizes[first] <= sizes[second]
+    small, large = np.where(smaller_first, first, second), np.where(smaller_first, second, first)
+    counts = sizes[small]
+    pair = np.repeat(np.arange(len(first)), counts)
+    element = np.repeat(starts[small] - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()))
+    queries = (large[pair] << _U32.astype(np.int64)) | (keys[element] & np.int64(0xFFFFFFFF))
+    position = np.minimum(np.searchsorted(keys, queries), len(keys) - 1)
+    intersection = np.bincount(pair[keys[position] == queries], minlength=len(first))
+    return intersection / (sizes[first] + sizes[second] - intersection)

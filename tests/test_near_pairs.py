@@ -1,0 +1,216 @@
+"""Verified near dedup (transforms.near_pairs): bounded bucket pairs, text fetching and verification."""
+from __future__ import annotations
+
+import itertools
+import random
+from collections import Counter, defaultdict
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from transforms import near_pairs
+from transforms.components import near_duplicate_components
+from transforms.corpus_stages import NearDedupSettings, band_entries
+from transforms.minhash import exact_jaccard
+from transforms.near_pairs import bucket_pairs, fetch_texts, node_numbers, route_pairs, verify_candidates
+from transforms.survivors import KeepRule
+
+
+def entries_of(keys: np.ndarray, partitions: np.ndarray, rows: np.ndarray) -> list[dict]:
+    """Verified-mode entries (one dict per text partition) from one [n, bands] key array."""
+    bands = keys.shape[1]
+    return [{"key": keys[partitions == p].ravel(), "row": np.repeat(rows[partitions == p], bands).astype(np.int32),
+             "partition": int(p)} for p in np.unique(partitions)]
+
+
+def brute_force_pairs(keys: np.ndarray, nodes: np.ndarray) -> set[tuple[int, int]]:
+    """Every pair of nodes that share a key in some band."""
+    pairs = set()
+    for band in range(keys.shape[1]):
+        buckets = defaultdict(list)
+        for key, node in zip(keys[:, band].tolist(), nodes.tolist()):
+            buckets[key].append(node)
+        for members in buckets.values():
+            pairs.update(itertools.combinations(sorted(members), 2))
+    return pairs
+
+
+def as_set(pairs: np.ndarray) -> set[tuple[int, int]]:
+    return set(map(tuple, pairs.tolist()))
+
+
+def random_buckets(rng, n_records: int, bands: int, n_keys: int, n_partitions: int):
+    keys = rng.integers(0, n_keys, size=(n_records, bands)).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    keys += np.arange(bands, dtype=np.uint64)  # keys of different bands differ
+    partitions = rng.integers(0, n_partitions, size=n_records)
+    rows = np.zeros(n_records, np.int64)
+    for p in range(n_partitions):
+        rows[partitions == p] = rng.permutation(int((partitions == p).sum()))
+    return keys, partitions, rows, node_numbers(0, 0) + (partitions.astype(np.int64) << 32) + rows
+
+
+def test_bucket_pairs_are_all_pairs_of_every_bucket_up_to_the_bound():
+    rng = np.random.default_rng(0)
+    for trial in range(15):
+        n_records, bands = int(rng.integers(50, 400)), int(rng.integers(1, 6))
+        keys, partitions, rows, nodes = random_buckets(rng, n_records, bands, int(rng.integers(5, 80)), 4)
+        expected = brute_force_pairs(keys, nodes)
+        pairs, tally = bucket_pairs(entries_of(keys, partitions, rows), all_pairs_up_to=n_records)
+        assert as_set(pairs) == expected and len(pairs) == len(expected) and tally["near_dedup_large_buckets"] == 0
+        assert np.all(pairs[:, 0] < pairs[:, 1]) and np.array_equal(pairs, np.unique(pairs, axis=0))
+        # split by band partition (key % 3), as the shuffle delivers them: the union is the same pairs
+        parts = []
+        for band_partition in range(3):
+            picked = [{**e, "key": e["key"][e["key"] % np.uint64(3) == band_partition],
+                       "row": e["row"][e["key"] % np.uint64(3) == band_partition]}
+                      for e in entries_of(keys, partitions, rows)]
+            parts.append(bucket_pairs(picked, all_pairs_up_to=n_records)[0])
+        assert as_set(np.concatenate(parts)) == expected
+
+
+def test_a_bucket_over_the_bound_pairs_every_member_with_its_first_representatives():
+    members = np.array([5, 3, 9, 1, 7, 2, 8, 6, 4, 0], dtype=np.int64)  # rows of partition 1, given shuffled
+    keys = np.full((len(members), 1), 42, dtype=np.uint64)
+    entry = [{"key": keys.ravel(), "row": members.astype(np.int32), "partition": 1}]
+    pairs, tally = bucket_pairs(entry, all_pairs_up_to=4, representatives=3)
+    node = node_numbers(1, np.arange(10))
+    expected = {(node[0], node[1]), (node[0], node[2]), (node[1], node[2])}  # among the representatives 0, 1, 2
+    expected |= {(node[r], node[m]) for r in range(3) for m in range(3, 10)}
+    assert as_set(pairs) == expected and len(pairs) == 3 + 7 * 3 and tally["near_dedup_large_buckets"] == 1
+    # at the bound itself, all pairs
+    assert len(bucket_pairs(entry, all_pairs_up_to=10, representatives=3)[0]) == 45
+    with pytest.raises(ValueError, match="representatives"):
+        bucket_pairs(entry, all_pairs_up_to=2, representatives=3)
+
+
+def test_route_pairs_sends_each_pair_to_its_first_partition_and_requests_both_texts():
+    pairs = np.array([[node_numbers(0, 4), node_numbers(2, 1)], [node_numbers(0, 4), node_numbers(0, 7)],
+                      [node_numbers(1, 0), node_numbers(2, 1)]], dtype=np.int64)
+    by_dest, requests = route_pairs(pairs)
+    assert {d: p.tolist() for d, p in by_dest.items()} == {0: pairs[:2].tolist(), 1: pairs[2:].tolist()}
+    assert {p: sorted(zip(r["row"].tolist(), r["dest"].tolist())) for p, r in requests.items()} == {
+        0: [(4, 0), (7, 0)], 1: [(0, 1)], 2: [(1, 0), (1, 1)]}
+
+
+def texts_table(texts: list[str], partition: int = 0) -> pa.Table:
+    """A text partition's records: ids p{partition}-{row:04d}."""
+    return pa.table({"id": [f"p{partition}-{i:04d}" for i in range(len(texts))], "text": texts})
+
+
+def test_fetch_and_verify_keep_exactly_the_pairs_at_the_threshold():
+    # bigrams: (0, 1) share 4 of 5: exactly 0.8; (0, 2) 1.0 (spacing); (1, 2) 0.8; 3 is unlike all of them
+    tables = {0: texts_table(["가나다라마바", "전혀 다른 말이다"]), 1: texts_table(["가나다라마", "가나다 라마바"], 1)}
+    node = {name: node_numbers(p, r) for name, (p, r) in {"a": (0, 0), "x": (0, 1), "b": (1, 0), "c": (1, 1)}.items()}
+    pairs = np.array(sorted([(node["a"], node["b"]), (node["a"], node["c"]), (node["b"], node["c"]),
+                             (node["a"], node["x"]), (node["b"], node["c"])]), dtype=np.int64)  # one repeated
+    by_dest, requests = route_pairs(pairs)
+    fetched = defaultdict(list)
+    for partition, table in tables.items():
+        for dest, texts in fetch_texts(partition, [table], [requests[partition]])[0].items():
+            fetched[dest].append(texts)
+    edges = []
+    counts = Counter()
+    for dest, part in by_dest.items():
+        found, tally = verify_candidates([part, part[:1]], fetched[dest], 2, 0.8)  # repeats are checked once
+        counts.update({k: v for k, v in tally.items() if not k.startswith("seconds")})
+        edges += [found] if found is not None else []
+    assert counts == Counter(near_dedup_pairs_checked=4, near_dedup_pairs_verified=3, near_dedup_pairs_rejected=1)
+    got = sorted((a, b) for e in edges for a, b in zip(e["a"].tolist(), e["b"].tolist()))
+    assert got == [(b"p0-0000", b"p1-0000"), (b"p0-0000", b"p1-0001"), (b"p1-0000", b"p1-0001")]
+    strict, tally = verify_candidates([by_dest[0]], fetched[0], 2, 0.81)
+    assert sorted(strict["b"].tolist()) == [b"p1-0001"] and tally["near_dedup_pairs_rejected"] == 2
+
+
+def verified_chain(texts_by_partition: dict[int, list[str]], near: NearDedupSettings, keep=KeepRule(),
+                   all_pairs_up_to=near_pairs.ALL_PAIRS_UP_TO, num_partitions: int = 3):
+    """The verified stages composed in plain Python, as pipeline/beam_run.py composes them: (components, tally)."""
+    tables = {p: texts_table(texts, p) for p, texts in texts_by_partition.items()}
+    bands = defaultdict(list)
+    for p, table in tables.items():
+        for band_partition, entry in band_entries(table, p, near, num_partitions, keep).items():
+            bands[band_partition].append(entry)
+    tally, pairs_by, requests_by, fetched = Counter(), defaultdict(list), defaultdict(list), defaultdict(list)
+    for entries in bands.values():
+        pairs, counts = bucket_pairs(entries, all_pairs_up_to)
+        tally += counts
+        by_dest, requests = route_pairs(pairs)
+        for d, part in by_dest.items():
+            pairs_by[d].append(part)
+        for p, request in requests.items():
+            requests_by[p].append(request)
+    for p, table in tables.items():
+        for d, texts in fetch_texts(p, [table], requests_by[p], keep)[0].items():
+            fetched[d].append(texts)
+    edges = []
+    for d, parts in pairs_by.items():
+        found, counts = verify_candidates(parts, fetched[d], near.ngram, near.threshold)
+        tally += counts
+        edges += [found] if found is not None else []
+    return near_duplicate_components(edges), +Counter({k: v for k, v in tally.items() if not k.startswith("sec")})
+
+
+def test_verified_chain_equals_brute_force_verification_of_every_bucket_pair():
+    """Random short texts with edited copies: edges = every LSH bucket pair at true J >= t, nothing else."""
+    from transforms.minhash import band_keys, signatures
+
+    rng = random.Random(5)
+    alphabet = "가나다라마바사아 ㅋ!"
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(8, 20))) for _ in range(300)]
+    for _ in range(200):
+        source = list(rng.choice(texts))
+        source[rng.randrange(len(source))] = rng.choice(alphabet)
+        texts.append("".join(source))
+    texts = list(dict.fromkeys(texts))
+    near = NearDedupSettings(0.6, 64, 2, 3, 16, 4, True)
+    by_partition = defaultdict(list)
+    for index, text in enumerate(texts):
+        by_partition[index % 3].append(text)
+    found, tally = verified_chain(by_partition, near)
+    ids = [f"p{p}-{r:04d}".encode() for p, part in by_partition.items() for r in range(len(part))]
+    flat = [text for part in by_partition.values() for text in part]
+    keys = band_keys(signatures(flat, 64, 2, 3), 16, 4)
+    candidates = sorted(brute_force_pairs(keys, np.arange(len(flat))))
+    jaccard = exact_jaccard([flat[i] for i, _ in candidates], [flat[j] for _, j in candidates], 2)
+    similar = {(min(ids[i], ids[j]), max(ids[i], ids[j])) for (i, j), s in zip(candidates, jaccard) if s >= 0.6}
+    assert tally["near_dedup_pairs_checked"] == len(candidates) > 100
+    assert tally["near_dedup_pairs_verified"] == len(similar) > 50
+    # the same components as a union-find over the brute-force verified pairs; the smallest id survives
+    parent = {}
+
+    def root(x):
+        while parent.setdefault(x, x) != x:
+            x = parent[x]
+        return x
+
+    for a, b in similar:
+        ra, rb = root(a), root(b)
+        parent[max(ra, rb)] = min(ra, rb)
+    expected_removed = {node for node in parent if root(node) != node}
+    removed = {i for part in found["removed"].values() for i in part.tolist()}
+    assert removed == expected_removed and found["edges"] == len(similar)
+
+
+def test_thousands_of_spam_copies_cost_a_bounded_number_of_pair_checks():
+    """5,000 near-identical comments: ~12.5M pairs unbounded; each member is checked against R representatives."""
+    base = "이 영화 정말 최고입니다 꼭 보세요 강력 추천합니다 진짜로요"
+    texts = [f"{base} {i}" for i in range(5000)]
+    near = NearDedupSettings(0.8, 128, 2, 0, 14, 9, True)
+    found, tally = verified_chain({0: texts[:2500], 1: texts[2500:]}, near, num_partitions=4)
+    bound = near.bands * len(texts) * near_pairs.REPRESENTATIVES
+    assert tally["near_dedup_large_buckets"] >= 1
+    assert tally["near_dedup_pairs_checked"] <= bound < len(texts) * (len(texts) - 1) // 2 / 10
+    assert found["histogram"] == {"5000": 1}  # one cluster: every copy reaches a representative
+    assert sum(len(part) for part in found["removed"].values()) == 4999
+    assert found["clusters"]["id"][found["clusters"]["kept"]].tolist() == [b"p0-0000"]
+
+
+def test_verified_chain_honours_the_keep_rule():
+    near = NearDedupSettings(0.8, 128, 2, 0, 14, 9, True)
+    texts = {0: ["가나다라마바사아자차", "완전히 다른 문장입니다"], 1: ["가나다라마바사아자차카"]}  # p0-0000 ~ p1-0000
+    found, _ = verified_chain(texts, near, keep=KeepRule("longest"))
+    assert {p: part.tolist() for p, part in found["removed"].items()} == {0: [b"p0-0000"]}
+    assert dict(zip(found["clusters"]["id"].tolist(), found["clusters"]["kept"].tolist())) == {
+        b"p0-0000": False, b"p1-0000": True}
+    found, _ = verified_chain(texts, near)  # smallest id
+    assert {p: part.tolist() for p, part in found["removed"].items()} == {1: [b"p1-0000"]}
