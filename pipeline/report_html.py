@@ -46,8 +46,8 @@ td.raw { font-family: "KoforgeHangul", ui-monospace, "SFMono-Regular", Menlo, mo
 .member.kept { border-left-color: var(--kept); } .member .id { color: var(--muted); font-size: 12px; }
 mark { background: #ffe08a; padding: 0 1px; } del { background: #f6d5da; color: #8a2432; }
 .warn { color: #8a4b00; }
-@media print { body { max-width: none; padding: 0; font-size: 11pt; } h2 { break-before: page; }
-  nav { display: none; } }
+@media print { body { max-width: none; padding: 0; font-size: 11pt; } section ~ section > h2 { break-before: page; }
+  h2, h3, h4 { break-after: avoid; } nav { display: none; } }
 """
 
 
