@@ -132,7 +132,7 @@ def corpus_clusters(data: dict, figures: Figures) -> str:
         return "".join(parts)
     sample = data["sample"]
     parts.append(f"<h4>The {len(clusters['largest'])} largest clusters</h4><p class=\"note\">Members as cleaned "
-                 "text, the kept one (smallest id) first; marked: what differs from it. Texts are looked up in the "
+                 "text, the kept one first; marked: what differs from it. Texts are looked up in the "
                  f"first {sample['scan_lines']:,} input lines.</p>")
     for cluster in clusters["largest"]:
         reference = next((m["text"] for m in cluster["members"] if m["kept"] and m["text"] is not None), None)
