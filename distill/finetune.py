@@ -70,6 +70,7 @@ def resolve_format(path: str, requested: str, first_line: str) -> str:
     if requested != "auto":
         raise ValueError(f"sentiment format must be auto, {' or '.join(FORMATS)}, not {requested!r}")
     detected = detect_format(path)
+    detected = "jsonl" if detected == "json" else detected  # .json: read here as JSON lines, as before
     if detected in FORMATS:
         return detected
     if detected == "text" and tsv_header(first_line) is not None:

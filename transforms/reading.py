@@ -553,7 +553,7 @@ def parse_line(raw, fmt: str, fields: FieldSpec, columns: list[str] | None, enco
         return record_id, text, NO_FIELDS
     try:
         kept = {name: _convert(obj.get(name), kind) for name, kind in fields.keep_fields}
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(Infinity)
         return BAD_FIELD
     return record_id, text, kept
 
