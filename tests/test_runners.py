@@ -17,7 +17,7 @@ import pytest
 from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptions, PipelineOptions, PortableOptions,
                                                   SetupOptions, StandardOptions, WorkerOptions)
 from apache_beam.portability.api import beam_runner_api_pb2
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
 from pipeline import run as corpus_run
 from pipeline import beam_shard, shard
@@ -48,6 +48,9 @@ def train_tokenizer(texts: list[str], directory: Path) -> Path:
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=800, special_tokens=SPECIAL_TOKENS))
+    # a BERT tokenizer adds [CLS] ... [SEP] as transformers does (tokenizer_training.loading checks that)
+    tokenizer.post_processor = processors.BertProcessing(("[SEP]", tokenizer.token_to_id("[SEP]")),
+                                                         ("[CLS]", tokenizer.token_to_id("[CLS]")))
     directory.mkdir(parents=True)
     tokenizer.save(str(directory / "tokenizer.json"))
     return directory
