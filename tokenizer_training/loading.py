@@ -318,11 +318,30 @@ def write_tokenizer_dir(files: dict[str, bytes], directory: str) -> None:
 def load_tokenizer(source: str, what: str = "tokenizer", verify: bool = True) -> LoadedTokenizer:
     """`source` (a directory, gs:// s3:// path or hub id) as its four normal-form files; raises
     TokenizerSourceError naming what is wrong (no such directory, no tokenizer files, not WordPiece,
-    missing special tokens, settings that do not fit the vocabulary)."""
-    files = read_tokenizer_sources(resolve_directory(source, what))
+    missing special tokens, settings that do not fit the vocabulary).
+
+    pipeline.tokenize's own output (all four files and its report) is not re-checked with
+    transformers: its files are the ones tests load with AutoTokenizer, and importing
+    transformers costs seconds of every pipeline.shard run (docs/shard.md).
+    """
+    directory = resolve_directory(source, what)
+    files = read_tokenizer_sources(directory)
     if not has_tokenizer(files):
         raise TokenizerSourceError(f"{what} {source}: no tokenizer files (tokenizer.json or vocab.txt)")
-    return tokenizer_from_files(files, source, verify)
+    return tokenizer_from_files(files, source, verify and not written_by_pipeline_tokenize(directory, files))
+
+
+def written_by_pipeline_tokenize(directory: str, files: dict[str, bytes]) -> bool:
+    """All four tokenizer files and pipeline.tokenize's report, in its format, beside them."""
+    from tokenizer_training.build import REPORT_FILE, REPORT_FORMAT
+
+    report = storage.join(directory, REPORT_FILE)
+    if not all(name in files for name in TOKENIZER_FILES) or not storage.is_file(report):
+        return False
+    try:
+        return storage.read_json(report).get("format") == REPORT_FORMAT
+    except (ValueError, AttributeError):
+        return False
 
 
 def tokenizer_from_files(files: dict[str, bytes], source: str, verify: bool = True) -> LoadedTokenizer:
