@@ -89,7 +89,7 @@ class FileSample:
 
 def sample_file(path: str, name: str, fmt: str, checks: Checks) -> FileSample:
     """The first records of one file, read and parsed as the run will read them."""
-    sample = FileSample(name, fmt)
+    sample, reader = FileSample(name, fmt), None
     try:
         with storage.open_input(path) as raw:
             stream = storage.decompressed(raw, path)
@@ -104,11 +104,12 @@ def sample_file(path: str, name: str, fmt: str, checks: Checks) -> FileSample:
                 sampled_bytes += _add_record(sample, record, reader, checks)
                 if sample.records >= SAMPLE_RECORDS or sampled_bytes >= SAMPLE_BYTES:
                     break
-            sample.fmt, sample.header = reader.kind, reader.header
-            if reader.header_raw is not None:
-                sample.header_undecodable = not _decodes(reader.header_raw, checks.encoding)
     except Exception as error:  # noqa: BLE001 - the run counts it as a read_error; the sample ends here
         sample.read_error = f"{type(error).__name__}: {error}"
+    if reader is not None:
+        sample.fmt, sample.header = reader.kind, reader.header
+        if reader.header_raw is not None:
+            sample.header_undecodable = not _decodes(reader.header_raw, checks.encoding)
     return sample
 
 

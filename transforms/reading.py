@@ -162,7 +162,6 @@ class Literal:
     raw: bytes
 
 
-Record = "bytes | None | Damaged | Literal"  # None: longer than the record limit (line_too_long)
 QUOTE = 0x22
 EXCERPT_BYTES = REJECTED_RAW_CHARS * 4
 JSON_SPACE = b" \t\r\n"
@@ -422,20 +421,40 @@ class RecordReader:
             self.next_number += 1
             return number, line
 
-        while (item := take()) is not None:
+        def record_at(number: int, line: bytes | None):
+            if line is None or not rfc4180 or b'"' not in line:
+                return line
+            return self._quoted_record(line, delimiter, take, again)
+
+        while self.header is None and (item := take()) is not None:  # lines too long before it are records
             number, line = item
-            record = line
-            if line is not None and rfc4180 and b'"' in line:
-                record = self._quoted_record(line, delimiter, take, again)
-            if self.header is None:
-                if record is not None:
-                    self.header_raw = getattr(record, "raw", record)
-                    self.header = parse_header(self.header_raw, self.fmt, self.encoding,
-                                               "none" if isinstance(record, (Literal, Damaged)) else self.quoting)
-                    continue
-            elif isinstance(record, Literal):
-                self.counts["records_read_literally"] += 1
-            yield number, record
+            record = record_at(number, line)
+            if record is None:
+                yield number, None
+                continue
+            self.header_raw = getattr(record, "raw", record)
+            self.header = parse_header(self.header_raw, self.fmt, self.encoding,
+                                       "none" if isinstance(record, (Literal, Damaged)) else self.quoting)
+        while True:
+            while again:  # lines read ahead for a record that was given up
+                number, line = again.popleft()
+                record = record_at(number, line)
+                if record.__class__ is Literal:
+                    self.counts["records_read_literally"] += 1
+                yield number, record
+            for line in lines:  # the common case, kept lean: a line without a quote is a record
+                number = self.next_number
+                self.next_number = number + 1
+                if line is not None and rfc4180 and b'"' in line:
+                    line = self._quoted_record(line, delimiter, take, again)
+                    if line.__class__ is Literal:
+                        self.counts["records_read_literally"] += 1
+                yield number, line
+                if again:
+                    break
+            else:
+                if not again:
+                    return
 
     def _quoted_record(self, line: bytes, delimiter: int, take, again: deque) -> object:
         """The record that starts with `line` (which holds a quote), reading further lines as it needs."""
@@ -510,10 +529,10 @@ def parse_line(raw, fmt: str, fields: FieldSpec, columns: list[str] | None, enco
     `columns` names the columns of a tsv/csv file (its header row); `quoting` is the file's
     (--quoting), a Literal record is read as with `none`.
     """
-    if isinstance(raw, Damaged):
-        return raw.reason
-    if isinstance(raw, Literal):
-        raw, quoting = raw.raw, "none"
+    if raw.__class__ is not bytes:
+        if isinstance(raw, Damaged):
+            return raw.reason
+        raw, quoting = raw.raw, "none"  # a Literal record
     try:
         line = raw.decode(encoding)
     except UnicodeDecodeError:
@@ -533,7 +552,8 @@ def parse_line(raw, fmt: str, fields: FieldSpec, columns: list[str] | None, enco
             return BLANK_LINE
         if fmt == "text":
             return None, line, {name: None for name, _ in fields.keep_fields}
-        values = split_fields(line, "\t" if fmt == "tsv" else ",", quoting != "none")
+        delimiter = "\t" if fmt == "tsv" else ","
+        values = line.split(delimiter) if quoting == "none" or '"' not in line else split_fields(line, delimiter)
         if values is None or columns is None or len(values) != len(columns):
             return MALFORMED_ROW
         obj = dict(zip(columns, values))
