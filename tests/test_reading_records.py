@@ -189,7 +189,9 @@ def test_samples_and_their_messages(tmp_path):
     arrow = sample(tmp_path, "d.arrow", b"ARROW1\x00\x00" + b"\x00" * 100, checks)
     assert arrow.binary == "an Arrow IPC file" and arrow.records == 0
     nul = sample(tmp_path, "e.txt", b"text\x00with a nul", checks)
-    assert nul.binary.startswith("binary data")
+    assert nul.binary == "binary data (1 NUL bytes among its first 15 bytes)"
+    stray = sample(tmp_path, "e2.txt", "\n".join(korean * 10).encode() + b"\x00", checks)  # one NUL in 840 bytes
+    assert stray.binary is None and stray.parsed == 30
     nfd = sample(tmp_path, "f.txt", "\n".join(["\u1100\u1161 조합형"] + ["완성형 댓글"] * 99).encode(), checks)
     assert nfd.nfd == 1 and preflight.check_file(nfd, checks) is None  # 1% is not above 1%
     nfd = sample(tmp_path, "g.txt", "\n".join(["\u1100\u1161 조합형"] * 2 + ["완성형 댓글"] * 98).encode(), checks)

@@ -30,7 +30,7 @@ from transforms import drop_reasons, reading, storage
 
 SAMPLE_RECORDS = 1000
 SAMPLE_BYTES = 4 << 20  # a sample stops after this many bytes of records, even before SAMPLE_RECORDS
-BINARY_PROBE_BYTES = 8000  # a NUL byte among the first 8,000 bytes makes a file binary (as git decides)
+BINARY_PROBE_BYTES = 8000  # NUL bytes in more than 1% of the first 8,000 bytes make a file binary
 MAX_SAMPLED_FILES = 1000  # with more input files, this many, spread evenly over the sorted list
 UNDECODABLE_SHARE = 0.5  # above this share of undecodable records, the encoding is wrong
 ALTERNATIVE_SHARE = 0.9  # ...and it is that encoding when this share of them decode with it
@@ -122,12 +122,14 @@ def _read_head(stream) -> bytes:
 
 
 def binary_kind(head: bytes) -> str | None:
-    """What a file whose first bytes are `head` is, when it is not text: a known format, or binary data (a NUL)."""
+    """What a file whose first bytes are `head` is, when it is not text: a known format, or binary data (NUL
+    bytes, which text holds at most by accident: more than 1% of the bytes)."""
     for magic, kind in MAGIC.items():
         if head.startswith(magic):
             return kind
-    if b"\x00" in head:
-        return f"binary data (a NUL byte among its first {BINARY_PROBE_BYTES:,} bytes)"
+    nuls = head.count(b"\x00")
+    if nuls * 100 > len(head):
+        return f"binary data ({nuls:,} NUL bytes among its first {len(head):,} bytes)"
     return None
 
 
