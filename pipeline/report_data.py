@@ -316,22 +316,20 @@ def iter_raw_records(options: dict, max_lines: int, keep, sample_lines: int, sea
 
     fields = reading.FieldSpec(options.get("text_field") or "text", options.get("id_field") or None,
                                reading.FieldSpec.parse_keep_fields(options.get("keep_fields") or ""))
+    encoding = reading.check_encoding(options.get("encoding") or reading.DEFAULT_ENCODING)
+    quoting = options.get("quoting") or "auto"
     lines = 0
     for path, name in input_files(options):
         fmt = reading.detect_format(path) if options.get("format", "auto") == "auto" else options["format"]
-        header, number = None, 0
-        with storage.open_decompressed(path) as stream:
-            for raw in reading.iter_lines(stream, options.get("max_line_bytes") or 8 << 20):
-                number += 1
-                if fmt in ("tsv", "csv") and header is None and raw is not None:
-                    header = reading.parse_header(raw, fmt)
-                    continue
+        with storage.open_decompressed(path) as stream:  # records as the run reads them (reading.RecordReader)
+            records = reading.RecordReader(stream, fmt, options.get("max_line_bytes") or 8 << 20, quoting, encoding)
+            for number, raw in records:
                 lines += 1
                 if lines > max_lines or (lines > sample_lines and not searching()):
                     return
-                if raw is None or (lines > sample_lines and not keep(raw, name, number)):
+                if raw is None or (lines > sample_lines and not keep(getattr(raw, "raw", raw), name, number)):
                     continue
-                parsed = reading.parse_line(raw, fmt, fields, header)
+                parsed = reading.parse_line(raw, fmt, fields, records.header, encoding, quoting)
                 if not isinstance(parsed, str):
                     yield lines, parsed[0] if parsed[0] is not None else reading.derived_id(name, number), parsed[1]
 
