@@ -229,3 +229,13 @@ def test_unusable_run_message():
     assert preflight.unusable_run(3, {"missing_text": 2, "blank_line": 1}) == (
         "none of the 3 records read is a usable document (missing_text 2, blank_line 1)")
     assert set(drop_reasons.UNREADABLE) < set(drop_reasons.DROP_REASONS)
+
+
+def test_tokenize_offers_the_formats_and_quotings_of_reading():
+    """pipeline.tokenize names them itself (its --help imports no pyarrow): they must stay those of reading."""
+    from pipeline import tokenize
+
+    choices = {action.option_strings[0]: action.choices for action in tokenize.build_parser()._actions
+               if action.option_strings and action.choices}
+    assert tuple(choices["--format"]) == ("auto", *reading.FORMATS)
+    assert tuple(choices["--quoting"]) == reading.QUOTINGS
