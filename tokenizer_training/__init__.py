@@ -1,0 +1,1 @@
+"""WordPiece vocabularies on HF tokenizers: streamed corpus reading, sampling, training, evaluation, tokenizer loading (docs/tokenize.md)."""
