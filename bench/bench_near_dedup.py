@@ -5,9 +5,13 @@ duplicates removed, as the pipeline does before near dedup) plus 2,000 planted c
 light random edits, shuffled. The ground truth is every pair at exact Jaccard >= 0.8 over
 the same shingle sets, found by an exact prefix-filter join (see `exact_similar_pairs`).
 The near dedup under test is the chain pipeline.run runs: signatures -> band keys
-(`band_entries`) -> bucket stars (`bucket_edges`, verified with --verify) ->
-connected_components; datasketch's in-memory MinHashLSH over the same shingles is the peer.
+(`band_entries`) -> verified bucket pairs (transforms.near_pairs: `bucket_pairs`,
+`route_pairs`, `fetch_texts`, `verify_candidates`; the default) or unverified bucket stars
+(`bucket_edges`, --no-verify) -> connected_components; datasketch's in-memory MinHashLSH over
+the same shingles is the peer.
 Speed: `signatures` vs datasketch `MinHash.bulk` on the same shingles, one core, in the same run.
+The command itself against an exact ground truth on all NSMC reviews, natural and with planted
+copies: bench/near_dedup_truth.py; its cost against a plain loop: bench/pipeline_near_dedup.py.
 
 `python -m bench.bench_near_dedup` (or `make bench`) writes bench/results/near_dedup.md.
 """
@@ -26,6 +30,7 @@ from datasketch import MinHash, MinHashLSH
 
 from bench.common import NSMC_PATH, RESULTS_DIR, WORK_DIR, machine_line, read_nsmc_texts
 from transforms.clean import clean_text
+from transforms import near_pairs
 from transforms.components import bucket_edges, cluster_size_histogram, connected_components
 from transforms.corpus_stages import NearDedupSettings, band_entries
 from transforms.minhash import (
@@ -109,43 +114,63 @@ def plant_near_duplicates(texts: list[str], count: int, seed: int) -> tuple[list
     return copies, sources
 
 
-def exact_similar_pairs(offsets: np.ndarray, hashes: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def exact_similar_pairs(offsets: np.ndarray, hashes: np.ndarray, threshold: float, block: int = 20_000
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """Every pair (i < j) of texts whose shingle sets have Jaccard >= threshold (sorted), and that Jaccard.
 
-    Exact by the prefix-filter lemma: order the shingles by global frequency (rarest first);
-    if J(x, y) >= t then |x & y| >= t*max(|x|, |y|), so x and y share a shingle among the
-    first |x| - ceil(t*|x|) + 1 of x and the first |y| - ceil(t*|y|) + 1 of y. Candidates
-    are the pairs sharing a prefix shingle (a sparse product of prefix matrices); each is
-    then checked exactly. Works on the 64-bit shingle hashes, which equal the shingle
-    sets unless two distinct shingles collide (probability ~ 2^-64 per pair of shingles).
+    Exact, by the prefix-filter lemma of AllPairs (Bayardo et al. 2007): order each set's
+    shingles by global frequency (rarest first). If J(x, y) >= t and |y| <= |x|, the first
+    |x| - ceil(t*|x|) + 1 shingles of x (its probe prefix) and the first
+    |y| - ceil(2t/(1+t)*|y|) + 1 of y (its index prefix) share a shingle. Candidates are
+    such pairs (a sparse product of prefix matrices, a block of probing texts at a time, so
+    memory stays bounded) that also pass the size filter |y| >= t*|x|; each is then checked
+    exactly (the smaller set's shingles looked up in the larger one). Works on the 64-bit
+    shingle hashes, which equal the shingle sets unless two distinct shingles collide
+    (probability ~ 2^-64 per pair of shingles).
     """
     n_texts = len(offsets) - 1
     text = np.repeat(np.arange(n_texts, dtype=np.int64), np.diff(offsets))
     vocabulary, token = np.unique(hashes, return_inverse=True)
-    entry = np.unique(text * len(vocabulary) + token.ravel())  # (text, token) sets
-    text, token = entry // len(vocabulary), entry % len(vocabulary)
-    frequency = np.bincount(token, minlength=len(vocabulary))
+    frequency = np.bincount(token.ravel(), minlength=len(vocabulary))
     rank = np.empty(len(vocabulary), dtype=np.int64)
     rank[np.lexsort((np.arange(len(vocabulary)), frequency))] = np.arange(len(vocabulary))
-    order = np.lexsort((rank[token], text))
-    text, token = text[order], token[order]
+    width = np.int64(len(vocabulary))
+    keys = np.sort(text * width + rank[token.ravel()])  # each text's set, rarest shingle first
+    keys = keys[np.r_[True, keys[1:] != keys[:-1]]]  # (np.unique's hash table is slower at this size)
+    text, token = keys // width, keys % width
     size = np.bincount(text, minlength=n_texts)
-    position = np.arange(len(text)) - np.repeat(np.cumsum(size) - size, size)
-    prefix_length = size - np.ceil(threshold * size - 1e-9).astype(np.int64) + 1
-    in_prefix = position < prefix_length[text]
+    start = np.cumsum(size) - size
+    position = np.arange(len(text)) - np.repeat(start, size)
     shape = (n_texts, len(vocabulary))
-    sets = sp.csr_matrix((np.ones(len(text), np.float32), (text, token)), shape=shape)
-    prefixes = sp.csr_matrix((np.ones(in_prefix.sum(), np.float32), (text[in_prefix], token[in_prefix])), shape=shape)
-    candidates = sp.triu(prefixes @ prefixes.T, k=1).tocoo()
-    first, second = candidates.row.astype(np.int64), candidates.col.astype(np.int64)
-    small, large = np.minimum(size[first], size[second]), np.maximum(size[first], size[second])
-    sized = small >= threshold * large - 1e-9
-    first, second = first[sized], second[sized]
-    intersection = np.asarray(sets[first].multiply(sets[second]).sum(axis=1)).ravel().astype(np.int64)
-    jaccard = intersection / (size[first] + size[second] - intersection)
-    similar = np.flatnonzero(jaccard >= threshold)
-    similar = similar[np.lexsort((second[similar], first[similar]))]
-    return np.stack([first[similar], second[similar]], axis=1), jaccard[similar]
+
+    def prefix_matrix(share: float) -> sp.csr_matrix:
+        length = size - np.ceil(share * size - 1e-9).astype(np.int64) + 1
+        inside = position < length[text]
+        return sp.csr_matrix((np.ones(int(inside.sum()), np.float32), (text[inside], token[inside])), shape=shape)
+
+    probe, index = prefix_matrix(threshold), prefix_matrix(2 * threshold / (1 + threshold)).T.tocsr()
+    found_pairs, found_jaccard = [], []
+    for low in range(0, n_texts, block):
+        candidates = (probe[low:low + block] @ index).tocoo()
+        x, y = candidates.row.astype(np.int64) + low, candidates.col.astype(np.int64)
+        smaller = (size[y] < size[x]) | ((size[y] == size[x]) & (y < x))
+        x, y = x[smaller], y[smaller]
+        sized = size[y] >= threshold * size[x] - 1e-9
+        x, y = x[sized], y[sized]
+        counts = size[y]  # look y's shingles up in x's set
+        pair = np.repeat(np.arange(len(x)), counts)
+        element = np.repeat(start[y] - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()))
+        queries = x[pair] * width + token[element]
+        where = np.minimum(np.searchsorted(keys, queries), len(keys) - 1)
+        intersection = np.bincount(pair[keys[where] == queries], minlength=len(x))
+        jaccard = intersection / (size[x] + size[y] - intersection)
+        similar = jaccard >= threshold
+        found_pairs.append(np.stack([np.minimum(x, y)[similar], np.maximum(x, y)[similar]], axis=1))
+        found_jaccard.append(jaccard[similar])
+    pairs = np.concatenate(found_pairs) if found_pairs else np.zeros((0, 2), np.int64)
+    jaccard = np.concatenate(found_jaccard) if found_jaccard else np.zeros(0)
+    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
+    return pairs[order], jaccard[order]
 
 
 def removed_mask(edges: np.ndarray, n_texts: int) -> np.ndarray:
@@ -226,14 +251,21 @@ def our_edges(texts: list[str], ngram: int, weights: tuple[float, float], verify
               ) -> tuple[np.ndarray, np.ndarray, float]:
     """The near dedup under test: (edges it links, LSH candidate pairs, CPU seconds for the edges).
 
-    The edges come from the functions pipeline.run runs (`band_entries` of one partition,
-    then `bucket_edges`), with ids that sort as the texts' positions.
+    The edges come from the functions pipeline.run runs on one partition (`band_entries`,
+    then the verified pairs of transforms.near_pairs, or `bucket_edges` unverified), with ids
+    that sort as the texts' positions.
     """
     started = time.process_time()
     bands, rows = lsh_params(THRESHOLD, DEFAULT_NUM_PERM, *weights)
     near = NearDedupSettings(THRESHOLD, DEFAULT_NUM_PERM, ngram, seed, bands, rows, verify)
     table = pa.table({"id": [f"{i:010d}" for i in range(len(texts))], "text": texts})
-    found = bucket_edges(band_entries(table, 0, near, 1).values(), ngram, THRESHOLD, verify)
+    entries = band_entries(table, 0, near, 1).values()
+    if verify:
+        by_dest, requests = near_pairs.route_pairs(near_pairs.bucket_pairs(entries)[0])
+        fetched = near_pairs.fetch_texts(0, [table], requests.values())[0].values()
+        found = near_pairs.verify_candidates(by_dest.values(), fetched, ngram, THRESHOLD)[0]
+    else:
+        found = bucket_edges(entries)
     edges = np.zeros((0, 2), dtype=np.int64) if found is None else np.stack(
         [found["a"].astype(np.int64), found["b"].astype(np.int64)], axis=1)
     seconds = time.process_time() - started
@@ -270,10 +302,11 @@ def quality_section(data_path: Path) -> tuple[str, dict]:
     rows = []
     default_edges = None
     for name, weights, verify in [
-        ("ours, weights (0.3, 0.7), no verify (default)", LSH_WEIGHTS, False),
-        ("ours, weights (0.3, 0.7), `--verify`", LSH_WEIGHTS, True),
-        ("ours, weights (0.1, 0.9), `--verify` (recommended with verify)", LSH_WEIGHTS_VERIFIED, True),
-        ("ours, weights (0.5, 0.5), no verify", (0.5, 0.5), False),
+        (f"ours, weights {LSH_WEIGHTS_VERIFIED}, verified (default)", LSH_WEIGHTS_VERIFIED, True),
+        (f"ours, weights {LSH_WEIGHTS}, `--no-verify`", LSH_WEIGHTS, False),
+        (f"ours, weights {LSH_WEIGHTS}, verified", LSH_WEIGHTS, True),
+        ("ours, weights (0.1, 0.9), verified (the earlier verified setting)", (0.1, 0.9), True),
+        ("ours, weights (0.5, 0.5), `--no-verify`", (0.5, 0.5), False),
     ]:
         edges, candidates, seconds = our_edges(texts, DEFAULT_NGRAM, weights, verify)
         default_edges = edges if default_edges is None else default_edges
@@ -303,9 +336,10 @@ complete, {truth['seconds']:.1f} CPU s); {planted_share:.1%} of the planted copi
 of a short review can take it below {THRESHOLD}). Its components would remove
 {truth['removed'].sum():,} texts (all but the smallest id of each).
 
-- *Candidate pairs*: every pair sharing a bucket in some band (the LSH output; the
-  pipeline links only a star per bucket, which connects the same texts). Precision = share
-  with true Jaccard >= {THRESHOLD}; recall = share of the ground-truth pairs among them.
+- *Candidate pairs*: every pair sharing a bucket in some band (the LSH output: what the
+  verified default checks; `--no-verify` links a star per bucket, which connects the same
+  texts). Precision = share with true Jaccard >= {THRESHOLD}; recall = share of the
+  ground-truth pairs among them.
 - *Cluster pairs*: pairs of texts put in one cluster, against pairs in one ground-truth
   component (pair-counting precision and recall of the clustering).
 - *Removed texts*: precision = share of the removed texts that the ground-truth components
@@ -318,7 +352,8 @@ of a short review can take it below {THRESHOLD}). Its components would remove
 
 Clusters of the default run (size: how many): {histogram}; of the ground truth: {truth_histogram}.
 Datasketch's rows include building its MinHash objects (SHA-1 per shingle) and querying
-every text; ours include signatures, band keys, edges and, with `--verify`, the exact check.
+every text; ours include signatures, band keys, edges and, verified, fetching the candidates'
+texts and the exact check.
 """
     return section, {"originals": originals}
 
@@ -424,12 +459,14 @@ def seed_spread_section(data_path: Path, seeds: range) -> str:
             hit = (removed & truth["removed"]).sum()
             cells.append(f"{hit / max(removed.sum(), 1):.3f} | {hit / truth['removed'].sum():.3f}")
         rows.append(f"| {seed} | {truth['removed'].sum():,} | {' | '.join(cells)} |")
+    unverified = "×".join(map(str, lsh_params(THRESHOLD, DEFAULT_NUM_PERM, *LSH_WEIGHTS)))
+    verified = "×".join(map(str, lsh_params(THRESHOLD, DEFAULT_NUM_PERM, *LSH_WEIGHTS_VERIFIED)))
     return f"""### Stability across samples and seeds
 
 Other random samples of {ORIGINALS:,} reviews, other plantings, other MinHash seeds (the seed
 sets all three); removed-text precision and recall.
 
-| seed | ground-truth removals | default: precision | default: recall | 14×9 + `--verify`: precision | 14×9 + `--verify`: recall |
+| seed | ground-truth removals | `--no-verify` {unverified}: precision | `--no-verify`: recall | verified {verified} (default): precision | verified (default): recall |
 |---:|---:|---:|---:|---:|---:|
 {chr(10).join(rows)}
 """
@@ -472,6 +509,13 @@ def pipeline_rows(data_path: Path, workdir: Path) -> str:
     return rows(data_path, workdir / "pipeline")
 
 
+def truth_section(data_path: Path, workdir: Path) -> str:
+    """`pipeline.run` itself against an exact ground truth, natural and planted (bench/near_dedup_truth.py)."""
+    from bench.near_dedup_truth import truth_rows
+
+    return truth_rows(data_path, workdir / "truth")[0]
+
+
 def run(data_path: Path, workdir: Path) -> str:
     """The near-dedup benchmark section (Markdown)."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -481,18 +525,22 @@ def run(data_path: Path, workdir: Path) -> str:
     choice = ngram_choice_section(data["originals"])
     spread = seed_spread_section(data_path, range(1, 4))
     scale = components_scale_section()
-    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # this process, before the commands
+    truth = truth_section(data_path, workdir)
+    pipeline = pipeline_rows(data_path, workdir)
     return f"""## Near-duplicate removal (MinHash LSH)
 
 Command: `make bench` or `python -m bench.bench_near_dedup`. Machine: {machine_line()}.
-Peak resident memory of the benchmark process: {peak_rss_mib:,.0f} MiB. Took {time.perf_counter() - started:.0f} s.
+Peak resident memory of the benchmark process: {peak_rss_mib:,.0f} MiB (the commands it runs are
+measured on their own). Took {time.perf_counter() - started:.0f} s.
 
 {speed}
 {quality}
+{truth}
 {spread}
 {choice}
 {scale}
-{pipeline_rows(data_path, workdir)}"""
+{pipeline}"""
 
 
 if __name__ == "__main__":
