@@ -142,12 +142,69 @@ def train_parser() -> cli.ArgumentParser:
     return parser
 
 
+def fraction(text: str) -> float:
+    """A number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not in [0, 1)")
+    return value
+
+
+# Fine-tuning options: (flag, type, help). Their default is None, "not given": the task's default
+# (docs/evaluate.md#default-hyper-parameters), a suite's value, or this option when given.
+FINETUNE_OPTIONS = (
+    ("--epochs", cli.positive_int, "fine-tuning epochs"),
+    ("--lr", positive_float, "peak learning rate"),
+    ("--train-batch-size", cli.positive_int, "fine-tuning batch size"),
+    ("--eval-batch-size", cli.positive_int, "batch size when predicting"),
+    ("--max-length", cli.positive_int, "tokens per input (capped at the model's positions)"),
+    ("--max-examples", cli.positive_int, "fine-tune on a seeded sample of at most N training examples"),
+    ("--max-eval-examples", cli.positive_int, "score a seeded sample of at most N evaluation examples"),
+    ("--weight-decay", fraction, "AdamW weight decay (not on biases and LayerNorm weights)"),
+    ("--warmup-proportion", fraction, "share of the steps with a linear warm-up"),
+    ("--doc-stride", cli.positive_int, "korquad: tokens between the starts of two context windows"),
+    ("--max-query-length", cli.positive_int, "korquad: question tokens kept"),
+    ("--max-answer-length", cli.positive_int, "korquad: longest answer span, in tokens"),
+)
+
+
+def finetune_overrides(args: argparse.Namespace) -> dict:
+    """The fine-tuning options given on the command line, as HyperParameters field names."""
+    rename = {"train_batch_size": "batch_size"}
+    given = {}
+    for flag, _, _ in FINETUNE_OPTIONS:
+        name = flag[2:].replace("-", "_")
+        value = getattr(args, name, None)
+        if value is not None:
+            given[rename.get(name, name)] = value
+    return given
+
+
 def evaluate_parser() -> cli.ArgumentParser:
-    parser = cli.ArgumentParser(EVALUATE, "Score a (distilled) masked LM: masked-token metrics on validation "
-                                "shards, agreement with a teacher, sentiment fine-tuning.",
-                                epilog="Report and sentiment file formats: docs/distill.md.")
+    from distill.tasks import TASK_NAMES  # light: no torch, transformers or pyarrow
+
+    parser = cli.ArgumentParser(EVALUATE, "Score a (distilled) BERT: fine-tune it on the tasks of the seeds' "
+                                "results table (--task or --suite), masked-token metrics on validation shards, "
+                                "agreement with a teacher, sentiment fine-tuning.",
+                                epilog="Tasks, formats, default hyper-parameters and the table: docs/evaluate.md. "
+                                       "Masked-LM report and sentiment files: docs/distill.md.")
     add = parser.add_argument
     add("--model", required=True, help="model directory (e.g. OUTPUT/student) or hub id")
+    add("--task", choices=TASK_NAMES, help="fine-tune on this task's --train file and score on its --eval file")
+    add("--train", help="--task: the training file, in the task's distributed format")
+    add("--eval", help="--task: the evaluation file, in the same format")
+    add("--suite", help="a JSON file naming several tasks' files and hyper-parameters (docs/evaluate.md#suites)")
+    add("--seeds", type=cli.positive_int,
+        help="fine-tuning runs per task, seeds --seed, --seed+1, ...; mean and standard deviation over them "
+             "(default 3, as the seeds' tables, or the suite's)")
+    for flag, kind, text in FINETUNE_OPTIONS:
+        add(flag, type=kind, help=text + " (default: the task's)")
+    add("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+        help="fine-tuning arithmetic: auto = bf16 autocast on a GPU that has it, else fp32")
+    add("--name", help="the table row's label (default: the suite's name, else the model's directory name)")
     add("--shards", help="token shard directory; masked-LM metrics on its --split")
     add("--teacher", help="teacher for top-1 agreement at masked positions")
     add("--split", default="validation", help="shard split to score")
@@ -155,7 +212,8 @@ def evaluate_parser() -> cli.ArgumentParser:
     add("--mlm-probability", type=probability, default=0.15, help="masking rate")
     add("--attention-scope", default="document", choices=ATTENTION_SCOPES,
         help="packed rows: each document alone (document) or the row as one sequence (row), as in distill.train")
-    add("--seed", type=int, default=0, help="masking (and fine-tuning) seed")
+    add("--seed", type=int, default=0, help="masking seed, first fine-tuning seed, and the seed of the "
+        "--max-examples samples")
     add("--max-batches", type=cli.positive_int, help="evaluate only the first N batches")
     add("--device", default="auto", choices=("auto", "cuda", "cpu"), help="auto = CUDA when torch sees a GPU")
     add("--sentiment", help="NSMC-style sentiment file (JSON lines with text+rating/label, or TSV)")
