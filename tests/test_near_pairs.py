@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
 from collections import Counter, defaultdict
 
@@ -214,3 +215,30 @@ def test_verified_chain_honours_the_keep_rule():
         b"p0-0000": False, b"p1-0000": True}
     found, _ = verified_chain(texts, near)  # smallest id
     assert {p: part.tolist() for p, part in found["removed"].items()} == {1: [b"p1-0000"]}
+
+
+def test_pipeline_run_reports_what_verification_did(tmp_path):
+    """The sample corpus: stats.json and the summary count candidate, verified and rejected pairs; --no-verify none."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    verified = subprocess.run([sys.executable, "-m", "pipeline.run", "--output", str(tmp_path / "v"), "--quiet"],
+                              cwd=repo, capture_output=True, text=True, check=True).stdout
+    unverified = subprocess.run([sys.executable, "-m", "pipeline.run", "--output", str(tmp_path / "u"), "--quiet",
+                                 "--no-verify"], cwd=repo, capture_output=True, text=True, check=True).stdout
+    stats = {name: json.loads((tmp_path / name / "stats.json").read_text()) for name in ("v", "u")}
+    near = {name: {key: value for key, value in stats[name]["near_dedup"].items()
+                   if key in ("bands", "rows", "verify", "candidate_pairs", "verified_pairs", "rejected_pairs",
+                              "pair_bound", "removed", "clusters")} for name in stats}
+    assert near["v"] == {"bands": 16, "rows": 8, "verify": True, "candidate_pairs": 301, "verified_pairs": 300,
+                         "rejected_pairs": 1, "pair_bound": {"all_pairs_up_to": 64, "representatives": 8,
+                                                             "large_buckets": 0}, "removed": 300, "clusters": 300}
+    assert near["u"] == {"bands": 11, "rows": 11, "verify": False, "candidate_pairs": 300, "verified_pairs": None,
+                         "rejected_pairs": None, "removed": 300, "clusters": 300}
+    assert ("near dedup: J>=0.8 (16 bands x 8 rows, 2-grams): 301 candidate pairs verified: 300 at the threshold, "
+            "1 rejected; 300 clusters, 300 removed; cluster sizes {2:300}") in verified
+    assert ("near dedup: J>=0.8 (11 bands x 11 rows, 2-grams): 300 candidate pairs, not verified (--no-verify); "
+            "300 clusters, 300 removed; cluster sizes {2:300}") in unverified
+    assert stats["v"]["options"]["verify"] is True and stats["u"]["options"]["verify"] is False
