@@ -77,6 +77,7 @@ class Size:
     nsmc_eval: int
     sts_train: int | None
     nli_eval: int | None
+    teacher_lr: float | None = None  # None: the distilbert recipe's 5e-4
     seeds: int = 3
     heldout_every: int = 25  # 1 in N reviews is held out of the corpus (4%)
     device: str = "cpu"
@@ -84,10 +85,10 @@ class Size:
     extra_distill: tuple[str, ...] = field(default=("--soft-target-positions", "masked"))
 
 
-CPU = Size("cpu", Shape(4, 256, 4), Shape(2, 128, 4), vocab_size=8000, seq_len=128, batch_size=16,
-           teacher_steps=1000, student_steps=600,
-           finetune={"epochs": 3, "lr": 2e-4, "batch_size": 32, "max_length": 128, "eval_batch_size": 128},
-           nsmc_train=3000, nsmc_eval=2000, sts_train=3000, nli_eval=2000)
+CPU = Size("cpu", Shape(4, 128, 4), Shape(2, 128, 4), vocab_size=8000, seq_len=128, batch_size=8,
+           teacher_steps=1500, student_steps=600, teacher_lr=1e-3,
+           finetune={"epochs": 2, "lr": 2e-4, "batch_size": 32, "max_length": 128, "eval_batch_size": 128},
+           nsmc_train=2000, nsmc_eval=1000, sts_train=2000, nli_eval=1500)
 GPU = Size("gpu", Shape(12, 768, 12), Shape(6, 384, 12), vocab_size=32000, seq_len=128, batch_size=128,
            teacher_steps=20000, student_steps=10000,
            finetune={"epochs": 3, "lr": 1e-4, "batch_size": 32, "max_length": 128, "eval_batch_size": 256},
@@ -304,8 +305,9 @@ def run_size(size: Size, workdir: Path, data: Path | None, say) -> dict:
     reports.mkdir()
     teacher = runs / "teacher" / "student"
     mlm = ("--loss-weights", MLM_ONLY)
+    teacher_lr = ("--lr", str(size.teacher_lr)) if size.teacher_lr else ()
     jobs = [Job("teacher", train_command(shards, placeholder, runs / "teacher", configs["teacher"], "distilbert",
-                                         size.teacher_steps, size, mlm)),
+                                         size.teacher_steps, size, mlm + teacher_lr)),
             Job("scratch", train_command(shards, placeholder, runs / "scratch", configs["student"], "distilbert",
                                          size.student_steps, size, mlm))]
     for objective in OBJECTIVES:
