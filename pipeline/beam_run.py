@@ -8,7 +8,14 @@
                        -> text requests by text partition --+              |
            records (Dedup) by text partition ---------------+-> FetchTexts -+-> VerifyPairs -> edges
         (with --no-verify: GroupByBandPartition -> BucketEdges -> edges)
-        edges -> CollectEdges -> Components -> RemovedIds (and WriteClusters with --write-clusters)
+        edges -> EdgeEntries -> [GroupByKey -> Contract (each piece a star around its smallest node)] x rounds
+              -> GroupByKey -> Finish -> cluster rows by text partition (a star per component)
+              (-> Fallback: one union-find over the remaining edges, only if some component is no star yet)
+        records + cluster rows, joined by text partition (CoGroupByKey) -> Write (and its clusters/ file)
+
+Connected components run as unrolled rounds (transforms.connected, a strengthened large-star /
+small-star) keyed by
+text partition: no step holds every edge or every removed id (docs/near-dedup.md).
 
 Elements are batches (LineBatch, Arrow record batches, numpy arrays), never single
 comments: Beam's Python SDK costs microseconds per element and a comment is ~35
@@ -26,7 +33,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipeline import cli
-from transforms import components, corpus_stages, near_pairs, storage
+from transforms import components, connected, corpus_stages, near_pairs, storage
 from transforms.corpus_stages import RunSettings, SourceFile
 
 METRICS_NAMESPACE = "koforge"
@@ -36,12 +43,29 @@ CLUSTER_SIZE_COUNT = "near_dedup_cluster_size_"  # + size: clusters of that size
 PROGRESS_COMMAND = "pipeline.run"
 
 
+MAX_PREFIX = "max_"  # a count combined by max, not sum: the most one key / one bundle held (bench/bench_scale.py)
+
+
 def report(tally: Counter):
-    """The tally as Beam counters (whole counts only; `seconds_*` are timings) and as the counts output."""
+    """The tally as Beam counters (whole counts only; `seconds_*` are timings; `max_*` as distributions)
+    and as the counts output."""
     for name, value in tally.items():
         if isinstance(value, int) and value:
-            Metrics.counter(METRICS_NAMESPACE, name).inc(value)
+            if name.startswith(MAX_PREFIX):
+                Metrics.distribution(METRICS_NAMESPACE, name).update(value)
+            else:
+                Metrics.counter(METRICS_NAMESPACE, name).inc(value)
     return beam.pvalue.TaggedOutput(COUNTS, dict(tally))
+
+
+def add_counts(total: Counter, counts: dict) -> Counter:
+    """Adds a tally into a total: sums, except `max_*` counts, which keep the largest value."""
+    for name, value in counts.items():
+        if name.startswith(MAX_PREFIX):
+            total[name] = max(total.get(name, 0), value)
+        else:
+            total[name] += value
+    return total
 
 
 class ReadLines(beam.DoFn):
@@ -85,7 +109,9 @@ class DedupPartition(beam.DoFn):
 
     def process(self, element):
         partition, batches = element
+        batches = list(batches)
         table, bands, tally = corpus_stages.dedup_partition(partition, batches, self.settings)
+        tally["max_dedup_partition_records"] = sum(batch.num_rows for batch in batches)
         yield partition, table
         for band_partition, entries in bands.items():
             yield beam.pvalue.TaggedOutput(self.BANDS, (band_partition, entries))
@@ -93,7 +119,11 @@ class DedupPartition(beam.DoFn):
 
 
 class WritePartition(beam.DoFn):
-    """One partition's records, less the near duplicates (side input) -> its Parquet file in the staging dir."""
+    """One partition's records, less its near duplicates -> its Parquet file (and clusters file) in the staging dir.
+
+    With near dedup, the element is the partition's records joined with its cluster rows
+    (transforms.connected): a writer holds only its own partition's removed ids.
+    """
 
     def __init__(self, settings: RunSettings, progress: bool):
         self.settings, self.progress_enabled = settings, progress
@@ -101,10 +131,24 @@ class WritePartition(beam.DoFn):
     def setup(self):
         self.progress, self.written = cli.Progress(PROGRESS_COMMAND, self.progress_enabled), 0
 
-    def process(self, element, removed_ids=None):
+    def process(self, element):
         partition, table = element
-        removed = (removed_ids or {}).get(partition)
+        removed, cluster_tally = None, Counter()
+        if isinstance(table, dict):  # near dedup: {"records": [its table] or [], "clusters": [its rows] or []}
+            tables, clusters = list(table["records"]), list(table["clusters"])
+            if not tables:
+                return
+            table = tables[0]
+            if clusters:
+                rows = clusters[0]
+                removed = rows["id"][~rows["kept"]]
+                cluster_tally.update({f"{CLUSTER_SIZE_COUNT}{size}": n for size, n in rows["sizes"].items()})
+                cluster_tally["max_write_removed_ids"] = len(removed)
+                if self.settings.write_clusters:
+                    corpus_stages.write_clusters(partition, rows, self.settings)
         path, tally = corpus_stages.write_partition(partition, table, removed, self.settings)
+        tally.update(cluster_tally)
+        tally["max_write_records"] = table.num_rows
         yield report(tally)
         yield path
         self.written += 1
@@ -118,13 +162,12 @@ class SumCounts(beam.CombineFn):
         return Counter()
 
     def add_input(self, accumulator, counts):
-        accumulator.update(counts)
-        return accumulator
+        return add_counts(accumulator, counts)
 
     def merge_accumulators(self, accumulators):
         merged = Counter()
         for accumulator in accumulators:
-            merged.update(accumulator)
+            add_counts(merged, accumulator)
         return merged
 
     def extract_output(self, accumulator):
@@ -137,7 +180,9 @@ class BucketPairs(beam.DoFn):
     REQUESTS = "requests"
 
     def process(self, element):
-        pairs, tally = near_pairs.bucket_pairs(element[1])
+        entries = list(element[1])
+        pairs, tally = near_pairs.bucket_pairs(entries)
+        tally["max_band_partition_entries"] = sum(len(e["key"]) for e in entries)
         by_dest, requests = near_pairs.route_pairs(pairs)
         yield from by_dest.items()
         for partition, request in requests.items():
@@ -153,7 +198,9 @@ class FetchTexts(beam.DoFn):
 
     def process(self, element):
         partition, joined = element
-        fetched, tally = near_pairs.fetch_texts(partition, joined["records"], joined["requests"], self.settings.keep)
+        requests = list(joined["requests"])
+        fetched, tally = near_pairs.fetch_texts(partition, joined["records"], requests, self.settings.keep)
+        tally["max_fetch_requests"] = sum(len(r["row"]) for r in requests)
         yield from fetched.items()
         yield report(tally)
 
@@ -166,16 +213,40 @@ class VerifyPairs(beam.DoFn):
 
     def process(self, element):
         joined, near = element[1], self.settings.near
-        edges, tally = near_pairs.verify_candidates(joined["pairs"], joined["texts"], near.ngram, near.threshold)
+        pairs = list(joined["pairs"])
+        edges, tally = near_pairs.verify_candidates(pairs, joined["texts"], near.ngram, near.threshold)
+        tally["max_verify_pairs"] = sum(len(p) for p in pairs)
         if edges is not None:
             yield edges
         yield report(tally)
 
 
-def near_dedup_counts(found: dict) -> dict:
-    """The components' counts for stats.json: distinct edges linked and clusters of each size."""
-    return {"near_dedup_edges": found["edges"],
-            **{f"{CLUSTER_SIZE_COUNT}{size}": n for size, n in found["histogram"].items()}}
+class ContractRound(beam.DoFn):
+    """One text partition's adjacency -> one round's edges (each connected piece a star), by text partition."""
+
+    def __init__(self, first: bool):
+        self.first = first
+
+    def process(self, element):
+        routed, tally = connected.contract_round(element[0], element[1], self.first)
+        yield from routed.items()
+        yield report(tally)
+
+
+class Finish(beam.DoFn):
+    """One text partition's adjacency after the rounds -> its cluster rows; its nodes not yet in a star on the side."""
+
+    UNCONVERGED = "unconverged"
+
+    def __init__(self, first: bool):
+        self.first = first
+
+    def process(self, element):
+        rows, unconverged, tally = connected.finish(element[0], element[1], self.first)
+        if rows is not None:
+            yield element[0], rows
+        yield beam.pvalue.TaggedOutput(self.UNCONVERGED, unconverged)
+        yield report(tally)
 
 
 def write_counts(counts: dict, staging: str) -> None:
@@ -199,12 +270,12 @@ def build_graph(pipeline: beam.Pipeline, sources: list[SourceFile], settings: Ru
         | "GroupByPartition" >> beam.GroupByKey()
         | "Dedup" >> beam.ParDo(DedupPartition(settings)).with_outputs(DedupPartition.BANDS, COUNTS, main="records")
     )
-    found, near_counts = _near_duplicates(deduped.bands, deduped.records, settings) if (
-        settings.near is not None) else (None, [])
-    # Only the removed ids (compact arrays) go to the writers, as a side input.
-    side = [beam.pvalue.AsSingleton(found | "RemovedIds" >> beam.Map(lambda f: f["removed"]))] if (
-        found is not None) else []
-    written = deduped.records | "Write" >> beam.ParDo(WritePartition(settings, progress), *side).with_outputs(
+    to_write = deduped.records
+    near_counts = []
+    if settings.near is not None:  # each writer gets its partition's records and cluster rows, joined
+        clusters, near_counts = _near_duplicates(deduped.bands, deduped.records, settings)
+        to_write = {"records": deduped.records, "clusters": clusters} | "JoinClusters" >> beam.CoGroupByKey()
+    written = to_write | "Write" >> beam.ParDo(WritePartition(settings, progress)).with_outputs(
         COUNTS, main="paths")
     _ = (
         parsed.rejected
@@ -212,8 +283,6 @@ def build_graph(pipeline: beam.Pipeline, sources: list[SourceFile], settings: Ru
         | "WriteRejected" >> beam.Map(lambda element: corpus_stages.write_rejected(*element, settings))
     )
     count_streams = [parsed.counts, deduped.counts, written.counts, *near_counts]
-    if found is not None:
-        count_streams.append(found | "NearDedupCounts" >> beam.Map(near_dedup_counts))
     _ = (
         count_streams
         | "AllCounts" >> beam.Flatten()
@@ -229,11 +298,12 @@ def _columns_to_fetch(element, settings: RunSettings):
 
 
 def _near_duplicates(bands, records, settings: RunSettings):
-    """Band entries (+ the records, to fetch candidates' texts) -> the components (one element), and count streams.
+    """Band entries (+ the records, to fetch candidates' texts) -> cluster rows by text partition, count streams.
 
     Verified (default): candidate pairs from every bucket, their texts fetched from the
     records' partitions, checked by true Jaccard (transforms.near_pairs). --no-verify:
-    a star per bucket (transforms.components.bucket_edges). Clusters written if asked.
+    a star per bucket (transforms.components.bucket_edges). Then the components
+    (`_components`).
     """
     near = settings.near
     grouped = bands | "GroupByBandPartition" >> beam.GroupByKey()
@@ -257,12 +327,41 @@ def _near_duplicates(bands, records, settings: RunSettings):
     else:
         edges = grouped | "BucketEdges" >> beam.FlatMap(lambda element: filter(None, [
             components.bucket_edges(element[1])]))
-    found = (
-        edges
-        | "CollectEdges" >> beam.combiners.ToList()
-        | "Components" >> beam.Map(components.near_duplicate_components)
+    clusters, component_counts = _components(edges, settings.near.rounds)
+    return clusters, counts + component_counts
+
+
+def _components(edges, rounds: int):
+    """Edges -> (partition, cluster rows) of every text partition with a node, and count streams.
+
+    `rounds` rounds, each a GroupByKey of the adjacency by text partition and a
+    `contract_round` (transforms.connected), then `Finish`. If some node is not in a star yet (too
+    few rounds for this graph), the rows of Finish are dropped and one union-find over the
+    remaining edges (`Fallback`) gives them instead: slower and in one worker, never wrong.
+    """
+    entries = edges | "EdgeEntries" >> beam.FlatMap(lambda batch: connected.edge_entries(batch).items())
+    counts = []
+    for round_number in range(rounds):
+        step = f"Contract{round_number + 1}"
+        stepped = (
+            entries
+            | f"Group{step}" >> beam.GroupByKey()
+            | step >> beam.ParDo(ContractRound(first=round_number == 0)).with_outputs(COUNTS, main="entries")
+        )
+        entries = stepped.entries
+        counts.append(stepped[COUNTS])
+    remaining = entries | "GroupFinish" >> beam.GroupByKey()
+    finished = remaining | "Finish" >> beam.ParDo(Finish(first=rounds == 0)).with_outputs(
+        Finish.UNCONVERGED, COUNTS, main="rows")
+    unconverged = beam.pvalue.AsSingleton(finished[Finish.UNCONVERGED] | "Unconverged" >> beam.CombineGlobally(sum))
+    converged_rows = finished.rows | "IfConverged" >> beam.FlatMap(
+        lambda element, left: [element] if not left else [], unconverged)
+    fallback_rows = (
+        remaining
+        | "IfUnconverged" >> beam.FlatMap(lambda element, left: [(element[0], list(element[1]))] if left else [],
+                                          unconverged)
+        | "CollectRemaining" >> beam.combiners.ToList()
+        | "Fallback" >> beam.FlatMap(lambda remainder: connected.fallback_components(remainder).items())
     )
-    if settings.write_clusters:
-        _ = found | "WriteClusters" >> beam.FlatMap(
-            lambda f: filter(None, [corpus_stages.write_clusters(f["clusters"], settings)]))
-    return found, counts
+    rows = (converged_rows, fallback_rows) | "ClusterRows" >> beam.Flatten()
+    return rows, counts + [finished[COUNTS]]

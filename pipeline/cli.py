@@ -171,6 +171,21 @@ def quiet_beam_import() -> None:
             handler.addFilter(_DropImportNoise())
 
 
+def runner_in_use(options) -> str:
+    """The Beam runner these PipelineOptions run on, as the summaries print it (e.g. "FnApiRunner (in_memory, 1
+    worker)"): the one actually asked for, so a switch (DirectRunner -> Prism) is never silent (docs/scale.md)."""
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    runner = options.view_as(StandardOptions).runner or "DirectRunner"
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    if name.rsplit(".", 1)[-1] in ("FnApiRunner", "DirectRunner", "SwitchingDirectRunner"):
+        direct = options.view_as(DirectOptions)
+        workers = direct.direct_num_workers
+        name += (f" ({direct.direct_running_mode}, "
+                 f"{'one worker per core' if workers == 0 else f'{workers} worker(s)'})")
+    return name
+
+
 def format_duration(seconds: float) -> str:
     minutes, seconds = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)

@@ -100,6 +100,10 @@ def _add_near_dedup_options(parser: cli.ArgumentParser) -> None:
                         help="which record of a group of exact or near duplicates survives: smallest-id, longest, "
                              "first-by:FIELD or last-by:FIELD (FIELD one of --keep-fields; ties: smallest id; ids "
                              "compare as strings)")
+    parser.add_argument("--components-rounds", type=cli.positive_int, default=None, metavar="N",
+                        help="large-star/small-star round pairs unrolled for the near-duplicate components (default: "
+                             "log2 of the most records the input can hold, + 3; a graph that needs more is finished "
+                             "by one union-find in one worker, and stats.json says so)")
     parser.add_argument("--write-clusters", action="store_true",
                         help="write DIR/clusters/*.parquet (id, cluster_id, kept) for near-duplicate clusters")
 
@@ -233,7 +237,18 @@ def near_dedup_settings(args):
     weights = minhash.LSH_WEIGHTS_VERIFIED if args.verify else minhash.LSH_WEIGHTS
     bands, rows = minhash.lsh_params(args.near_dedup_threshold, args.num_perm, *weights)
     return NearDedupSettings(args.near_dedup_threshold, args.num_perm, args.ngram, args.seed, bands, rows,
-                             args.verify)
+                             args.verify, args.components_rounds or 16)
+
+
+def default_components_rounds(estimated_bytes: int, min_chars: int) -> int:
+    """Round pairs for the largest component the input could hold: every record in one (transforms.connected).
+
+    A record takes at least min_chars characters and a line break, so at most
+    estimated_bytes / (min_chars + 1) records (an over-estimate; the rounds grow with its log).
+    """
+    from transforms.connected import rounds_for
+
+    return rounds_for(estimated_bytes // (max(min_chars, 1) + 1))
 
 
 def run_settings(args, staging: str, num_partitions: int):
@@ -309,6 +324,9 @@ def build_stats(counts: dict, sources: list, settings, files: list[str], timings
         stats["quoting"] = quoting
     if settings.near is not None:
         stats["near_dedup"] = near_dedup_stats(counts, settings.near)
+    per_worker = {key: value for key, value in sorted(counts.items()) if key.startswith("max_")}
+    if per_worker:
+        stats["per_worker_max"] = per_worker  # the most one key / bundle held, per step (docs/scale.md)
     stats["timings"] = {**timings, **{key[len("seconds_"):] + "_worker_seconds": round(value, 3)
                                       for key, value in sorted(counts.items()) if key.startswith("seconds_")}}
     stats["options"] = options
@@ -337,7 +355,9 @@ def near_dedup_stats(counts: Counter, near) -> dict:
             **verification_stats(counts, near.verify),
             "removed": counts.get(drop_reasons.NEAR_DUPLICATE, 0),
             "cluster_size_histogram": {str(size): n for size, n in sizes},
-            "clusters": sum(n for _, n in sizes)}
+            "clusters": sum(n for _, n in sizes),
+            "components": {"rounds": near.rounds,
+                           "unconverged_nodes": counts.get("near_dedup_components_unconverged_nodes", 0)}}
 
 
 def verification_stats(counts: Counter, verify: bool) -> dict:
@@ -375,6 +395,13 @@ def summary(stats: dict) -> str:
         lines.append(f"near dedup: J>={near['threshold']} ({near['bands']} bands x {near['rows']} rows, "
                      f"{near['ngram']}-grams): {checked}; {near['clusters']:,} clusters, {near['removed']:,} "
                      f"removed; cluster sizes {{{histogram}}}")
+        components = near.get("components", {})
+        if components.get("unconverged_nodes"):
+            lines.append(f"  warning: {components['unconverged_nodes']:,} nodes were not in a star after "
+                         f"{components['rounds']} component rounds: the components were finished by one union-find "
+                         f"in one worker (correct, not distributed); pass a larger --components-rounds")
+    if stats.get("options", {}).get("runner"):
+        lines.append(f"runner: {stats['options']['runner']}")
     lines.append(f"took {stats['timings']['total_seconds']:.1f} s")
     return "\n".join(lines)
 
@@ -407,6 +434,7 @@ def run(argv: list[str] | None = None) -> dict:
     try:
         staging, sources, estimated_bytes = stage_output(args, sources, estimated_bytes)
         args.num_shards = args.num_shards or default_num_shards(estimated_bytes)
+        args.components_rounds = args.components_rounds or default_components_rounds(estimated_bytes, args.min_chars)
         settings = run_settings(args, staging, args.num_shards)
         progress.say(f"reading {len(sources):,} file(s) into {settings.num_partitions} partitions")
         counts, pipeline_seconds = run_graph(options, sources, settings, args.limit, not args.quiet)
@@ -414,7 +442,8 @@ def run(argv: list[str] | None = None) -> dict:
         files = publish_outputs(staging, args.output)
         timings = {"pipeline_seconds": round(pipeline_seconds, 3),
                    "total_seconds": round(time.perf_counter() - started, 3)}
-        recorded = {**dict(sorted(vars(args).items())), "beam_options": beam_args}  # every option, resolved
+        recorded = {**dict(sorted(vars(args).items())), "beam_options": beam_args,
+                    "runner": cli.runner_in_use(options)}  # every option, resolved
         stats = build_stats(counts, sources, settings, files, timings, recorded)
         storage.write_json_atomic(storage.join(args.output, STATS_FILE), stats, sort_keys=False)
     finally:

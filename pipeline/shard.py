@@ -224,6 +224,8 @@ def shard(settings: ShardSettings, args, beam_args: list[str]) -> dict:
         progress.say("publishing")
         manifest = publish(plan, fingerprint)
     human, machine = summaries(manifest, counters, settings.output, time.perf_counter() - started)
+    machine["runner"] = cli.runner_in_use(options)  # not in manifest.json: the shards do not depend on the runner
+    human += f"\nrunner: {machine['runner']}"
     cli.emit_summary(args, human, machine)
     return manifest
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.run import run
-from transforms import components, corpus_stages, near_pairs
+from transforms import components, connected, corpus_stages, near_pairs
 from transforms.clean import CleanOptions
 from transforms.corpus_stages import LineBatch, NearDedupSettings, RunSettings, SourceFile
 from transforms.reading import FieldSpec
@@ -156,12 +156,17 @@ def run_without_beam(sources: list[SourceFile], run_settings: RunSettings) -> Co
         tally += counts
         for band_partition, entry in entries.items():
             bands[band_partition].append(entry)
-    found = components.near_duplicate_components(near_edges(bands, deduped, run_settings, tally))
+    clusters, _, counts = connected.components_in_process(near_edges(bands, deduped, run_settings, tally),
+                                                          run_settings.near.rounds)
+    tally["near_dedup_edges"] += counts["near_dedup_edges"]
     for partition, table in deduped.items():
-        tally += corpus_stages.write_partition(partition, table, found["removed"].get(partition), run_settings)[1]
+        rows = clusters.get(partition)
+        removed = rows["id"][~rows["kept"]] if rows is not None else None
+        tally += corpus_stages.write_partition(partition, table, removed, run_settings)[1]
+        if rows is not None:
+            corpus_stages.write_clusters(partition, rows, run_settings)
     for partition, lists in rejects.items():
         corpus_stages.write_rejected(partition, lists, run_settings)
-    corpus_stages.write_clusters(found["clusters"], run_settings)
     return tally
 
 
@@ -210,7 +215,8 @@ def test_the_stages_without_beam_write_what_pipeline_run_writes(tmp_path, verify
                             max_chars=None, max_line_bytes=8 << 20, write_clusters=True, keep_fields=(("date", "str"),),
                             keep=KeepRule.parse(keep, (("date", "str"),)))
     tally = run_without_beam([SourceFile(str(sample), "sample_comments.jsonl", "jsonl")], run_settings)
-    assert digest(tmp_path / "plain") == digest(tmp_path / "beam") and len(digest(tmp_path / "beam")) == 10
+    written = digest(tmp_path / "beam")
+    assert digest(tmp_path / "plain") == written and sum(name.startswith("clusters/") for name in written) == 8
     assert tally["output_records"] == stats["output_records"]
     assert {k: tally[k] for k in stats["dropped"]} == stats["dropped"]
     if verify:
@@ -219,11 +225,11 @@ def test_the_stages_without_beam_write_what_pipeline_run_writes(tmp_path, verify
 
 
 def test_stage_modules_know_no_engine():
-    code = ("import sys; import transforms.corpus_stages, transforms.components; "
+    code = ("import sys; import transforms.corpus_stages, transforms.components, transforms.connected; "
             "print(sorted(m for m in sys.modules if m.startswith(('apache_beam', 'pyspark'))))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
-    for module in ("transforms/corpus_stages.py", "transforms/components.py"):
+    for module in ("transforms/corpus_stages.py", "transforms/components.py", "transforms/connected.py"):
         assert "apache_beam" not in (REPO / module).read_text()
 
 

@@ -123,7 +123,8 @@ def test_near_dedup_removes_planted_near_duplicates_and_keeps_distinct(near_dedu
     near = stats["near_dedup"]
     assert stats["dropped"]["near_duplicate"] == near["removed"] == len(corpus.near_duplicate_of)
     assert near["cluster_size_histogram"] == {"2": len(corpus.near_duplicate_of)}
-    clusters = pq.read_table(next((out / "clusters").glob("*.parquet"))).to_pylist()
+    clusters = [row for path in sorted((out / "clusters").glob("part-*.parquet"))  # one file per text partition
+                for row in pq.read_table(path).to_pylist()]
     assert len(clusters) == 2 * len(corpus.near_duplicate_of)
     for row in clusters:
         assert row["kept"] == (row["id"] == row["cluster_id"]) == (row["id"] in kept)

@@ -19,8 +19,13 @@ neighbours:
 - small-star: u and every neighbour v < u of u are linked to m(u).
 
 Both keep every component connected and never add a node; alternated, they turn each
-component into a star around its smallest node in O(log n) rounds in practice (a chain of
-10^5 nodes: see tests/test_connected.py and `rounds_for`). `finish` checks that every
+component into a star around its smallest node in O(log n) rounds in practice. The graph
+runs `contract_round` instead, one GroupByKey a round instead of two: a key holds a batch
+of nodes' adjacency, and every connected piece of it becomes a star around its smallest
+node (a union-find over the key's edges), which includes both star steps of each of those
+nodes. Measured (tests/test_connected.py; 10^5 nodes, 7 keys / 64 keys): a chain in random
+order converges in 6 / 11 rounds, labels increasing along the chain in 4 / 7, where
+large-star + small-star need 13 and 17 pairs (26 and 34 GroupByKeys). `finish` checks that every
 component has become a star (each node has at most one smaller neighbour, and a node with
 one has no larger neighbour) and reads off each node's representative; the nodes that fail
 are counted. If any fail, the graph was not unrolled with enough rounds: the caller runs
@@ -41,10 +46,11 @@ MIN_ROUNDS = 4
 
 
 def rounds_for(max_nodes: int) -> int:
-    """Large-star + small-star round pairs to unroll for components of up to `max_nodes` nodes.
+    """Rounds (`contract_round`s, or large-star + small-star pairs) to unroll for components of up to `max_nodes` nodes.
 
-    Measured worst case (a chain in random order, tests/test_connected.py): 10^5 nodes converge
-    (labels increasing along it) needs 17 pairs for 10^5 nodes, log2(n); log2 of the bound plus 3 leaves a margin.
+    Measured worst case (tests/test_connected.py, the module docstring): a chain of 10^5
+    nodes needs 11 `contract_round`s over 64 keys and at most log2(n) = 17 large-star +
+    small-star pairs; log2 of the bound plus 3 leaves a margin for either.
     """
     return max(MIN_ROUNDS, math.ceil(math.log2(max(2, max_nodes))) + 3)
 
@@ -132,14 +138,18 @@ class _Graph:
                       self.ids[nb], None if order is None else order[nb], self.part[nb])
 
 
-def star_round(partition: int, entries: Iterable[dict], large: bool) -> tuple[dict[int, dict], Counter]:
+def star_round(partition: int, entries: Iterable[dict], large: bool, first: bool = False
+               ) -> tuple[dict[int, dict], Counter]:
     """One large-star (or small-star) round over one text partition's entries -> the next round's entries, tally.
 
     Tally: `max_components_entries` (entries this key held, combined by max), and
-    `components_entries` (summed: entries shuffled into the round).
+    `components_entries` (summed: entries shuffled into the round); `first`: the entries
+    are the initial edges, whose distinct edges are counted as `near_dedup_edges`.
     """
     graph = _Graph(entries, partition)
     tally = Counter(max_components_entries=graph.size, components_entries=graph.size)
+    if first:
+        tally["near_dedup_edges"] += int((graph.y > graph.x).sum())
     if not len(graph.x):
         return {}, tally
     m = graph.smallest()
@@ -148,6 +158,27 @@ def star_round(partition: int, entries: Iterable[dict], large: bool) -> tuple[di
         return graph.entries(graph.y[linked], m[linked]), tally
     smaller = graph.y < graph.x
     return graph.entries(np.concatenate([graph.y[smaller], graph.x]), np.concatenate([m[smaller], m])), tally
+
+
+def contract_round(partition: int, entries: Iterable[dict], first: bool = False) -> tuple[dict[int, dict], Counter]:
+    """One round over one text partition's entries: every connected piece of the edges this key holds becomes a
+    star around its smallest node -> the next round's entries, tally.
+
+    The edges a key holds (its nodes' adjacency) are part of the graph, so a piece of them
+    lies inside one component: linking its nodes to its smallest node keeps every component
+    connected and adds no node. It includes a large-star and a small-star step of every
+    node here (both link a node's neighbourhood to its smallest member, which is in its
+    piece), so one round (one GroupByKey) does at least the work of that pair; a component
+    that is a star around its smallest node stays one. Tally as `star_round`'s.
+    """
+    graph = _Graph(entries, partition)
+    tally = Counter(max_components_entries=graph.size, components_entries=graph.size)
+    if first:
+        tally["near_dedup_edges"] += int((graph.y > graph.x).sum())
+    if not len(graph.x):
+        return {}, tally
+    local, representative = connected_components(np.stack([graph.x, graph.y], axis=1))  # ranks: min = smallest
+    return graph.entries(local, representative), tally
 
 
 def _rows(graph: _Graph, nodes: np.ndarray, representatives: np.ndarray) -> dict:
@@ -217,11 +248,13 @@ def shuffle(routed: Iterable[dict[int, dict]]) -> dict[int, list[dict]]:
     return grouped
 
 
-def components_in_process(edge_batches: Iterable[dict], rounds: int) -> tuple[dict[int, dict], int, Counter]:
-    """The whole method in one process, as the Beam graph runs it: ({partition: rows}, round pairs run, tally).
+def components_in_process(edge_batches: Iterable[dict], rounds: int, contract: bool = True
+                          ) -> tuple[dict[int, dict], int, Counter]:
+    """The whole method in one process, as the Beam graph runs it: ({partition: rows}, rounds run, tally).
 
-    Runs up to `rounds` large-star + small-star pairs (stopping early once converged: the
-    graph cannot, it unrolls them all), then `finish`, then `fallback_components` if needed.
+    Runs up to `rounds` rounds (`contract_round`, as the graph does; or with contract=False,
+    large-star + small-star pairs), stopping early once converged (the graph cannot: it
+    unrolls them all), then `finish`, then `fallback_components` if needed.
     """
     tally: Counter = Counter()
     grouped = shuffle(edge_entries(edges) for edges in edge_batches)
@@ -233,13 +266,15 @@ def components_in_process(edge_batches: Iterable[dict], rounds: int) -> tuple[di
             tally["near_dedup_edges"] = sum(counts["near_dedup_edges"] for _, _, counts in finished.values())
         if not unconverged or ran == rounds:
             break
-        for large in (True, False):
-            outputs = []
-            for partition, entries in grouped.items():
-                routed, counts = star_round(partition, entries, large)
-                outputs.append(routed)
-                tally.update(counts)
-            grouped = shuffle(outputs)
+        outputs = []
+        for partition, entries in grouped.items():
+            routed, counts = (contract_round(partition, entries) if contract
+                              else star_round(partition, entries, True))
+            outputs.append(routed)
+            tally.update(counts)
+        grouped = shuffle(outputs)
+        if not contract:
+            grouped = shuffle(star_round(partition, entries, False)[0] for partition, entries in grouped.items())
         ran += 1
     tally["near_dedup_components_unconverged_nodes"] = unconverged
     if unconverged:

@@ -52,6 +52,7 @@ class NearDedupSettings:
     bands: int
     rows: int
     verify: bool
+    rounds: int = 16  # large-star + small-star round pairs of the components (transforms.connected.rounds_for)
 
 
 @dataclass(frozen=True)
@@ -408,11 +409,10 @@ def write_rejected(partition: int, reject_lists: Iterable[list[dict]], settings:
     return path
 
 
-def write_clusters(clusters: dict | None, settings: RunSettings) -> str | None:
-    """Write the near-duplicate clusters (id, cluster_id, kept) as `clusters/clusters-00000-of-00001.parquet`."""
-    if clusters is None:
-        return None
-    path = storage.join(settings.staging, "clusters", "clusters-00000-of-00001.parquet")
+def write_clusters(partition: int, clusters: dict, settings: RunSettings) -> str:
+    """Write one text partition's near-duplicate cluster rows (id, cluster_id, kept; by id) as
+    `clusters/part-XXXXX-of-YYYYY.parquet`: every record of the partition that is in a cluster."""
+    path = storage.join(settings.staging, "clusters", part_name(partition, settings.num_partitions, "parquet"))
     as_strings = [pa.array(clusters[name], pa.binary()).cast(pa.string()) for name in ("id", "cluster_id")]
     write_parquet(pa.table({"id": as_strings[0], "cluster_id": as_strings[1], "kept": clusters["kept"]}), path)
     return path
