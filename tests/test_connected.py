@@ -118,3 +118,26 @@ def test_long_chain_and_giant_component_converge_within_the_unrolled_rounds():
 def test_rounds_grow_with_the_log_of_the_bound():
     assert connected.rounds_for(1) == connected.MIN_ROUNDS
     assert connected.rounds_for(10**5) < connected.rounds_for(10**9) <= 40
+
+
+@pytest.mark.parametrize("rounds", [0, 1, 8])
+def test_the_beam_rounds_give_the_exact_clusters_and_fall_back_when_unrolled_too_few(rounds):
+    """pipeline/beam_run.py's components on a chain (needs several rounds) in the in-process runner."""
+    import apache_beam as beam
+
+    from pipeline import beam_run
+
+    order = np.random.default_rng(5).permutation(300)
+    pairs = np.stack([order[:-1], order[1:]], axis=1)
+    batches = [as_edges(part) for part in np.array_split(pairs, 4)]
+    from apache_beam.testing.util import assert_that
+
+    def exact(elements):
+        found = dict(elements)
+        assert len(found) == len(elements)  # one row set per partition
+        assert result_map(found) == expected(pairs, 300)
+        assert sum((table["sizes"] for table in found.values()), start=Counter()) == Counter({300: 1})
+
+    with beam.Pipeline(runner="FnApiRunner") as pipeline:
+        rows, counts = beam_run._components(pipeline | beam.Create(batches), rounds)
+        assert_that(rows, exact)
