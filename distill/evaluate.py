@@ -43,8 +43,7 @@ def plan_tasks(args: argparse.Namespace) -> tuple[list, str, list[int]]:
     name, count = args.model.rstrip("/"), args.seeds
     if args.task:
         task = TASKS[args.task]
-        runs = [TaskRun(task.name, args.train, args.eval, task.defaults.updated(
-            {k: v for k, v in overrides.items() if task.head == "qa" or k not in qa_only}))]
+        runs = [TaskRun(task.name, args.train, args.eval, task.defaults.updated(overrides))]
     else:
         try:
             suite = read_suite(args.suite, overrides)
@@ -72,6 +71,13 @@ def evaluate(args: argparse.Namespace, progress: cli.Progress) -> dict:
     if not (fine_tuning or args.shards or args.sentiment):
         raise cli.UsageError("nothing to evaluate: give --task with --train and --eval, --suite, --shards and/or "
                              "--sentiment")
+    if not fine_tuning:
+        given = [flag for flag, _, _ in options.FINETUNE_OPTIONS if getattr(args, flag[2:].replace("-", "_")) is not None]
+        given += [flag for flag, value in (("--seeds", args.seeds), ("--name", args.name)) if value is not None]
+        given += ["--precision"] if args.precision != "auto" else []
+        if given:
+            raise cli.UsageError(f"{given[0]} applies to fine-tuning on tasks (--task or --suite); the --sentiment "
+                                 "check has its own --sentiment-* options")
     runs, name, seeds = plan_tasks(args) if fine_tuning else ([], None, [])
     task_data = read_task_files(runs)
     import torch

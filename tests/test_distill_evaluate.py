@@ -363,6 +363,7 @@ def test_suite_runs_several_tasks_into_one_row(small_model, tmp_path, capsys):
     (lambda d: ["--task", "korsts", "--train", str(d / "sts.tsv"), "--eval", str(d / "sts.tsv"), "--doc-stride", "64"],
      "--doc-stride applies to --task korquad only"),
     (lambda d: ["--suite", str(d / "missing.json")], "no such file"),
+    (lambda d: ["--sentiment", str(d / "sts.tsv"), "--epochs", "3"], "--epochs applies to fine-tuning on tasks"),
 ])
 def test_task_usage_errors_exit_2_with_the_fix(small_model, tmp_path, capsys, make_args, message):
     (tmp_path / "sts.tsv").write_text("genre\tfilename\tyear\tid\tscore\tsentence1\tsentence2\nm\tx\t1\t1\t2.0\t가\t나\n",
@@ -370,7 +371,7 @@ def test_task_usage_errors_exit_2_with_the_fix(small_model, tmp_path, capsys, ma
     assert main(["--model", str(small_model), *make_args(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("python -m distill.evaluate: error: ") and message in err
-    assert "fine-tuning" not in err  # refused before any work
+    assert err.count("\n") == 1  # the error alone: refused before any work (no progress line)
 
 
 def test_model_without_tokenizer_or_bf16_on_cpu_is_refused(world, small_model, tmp_path, capsys):
