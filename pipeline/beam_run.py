@@ -230,7 +230,9 @@ class ContractRound(beam.DoFn):
     def process(self, element):
         routed, tally = connected.contract_round(element[0], element[1], self.first)
         yield from routed.items()
-        yield report(tally)
+        counts = report(tally)  # Beam counters every round; the counts output (one more per stage) the first only
+        if self.first:
+            yield counts
 
 
 class Finish(beam.DoFn):
@@ -343,13 +345,13 @@ def _components(edges, rounds: int):
     counts = []
     for round_number in range(rounds):
         step = f"Contract{round_number + 1}"
-        stepped = (
-            entries
-            | f"Group{step}" >> beam.GroupByKey()
-            | step >> beam.ParDo(ContractRound(first=round_number == 0)).with_outputs(COUNTS, main="entries")
-        )
-        entries = stepped.entries
-        counts.append(stepped[COUNTS])
+        grouped = entries | f"Group{step}" >> beam.GroupByKey()
+        if round_number == 0:
+            stepped = grouped | step >> beam.ParDo(ContractRound(first=True)).with_outputs(COUNTS, main="entries")
+            entries = stepped.entries
+            counts.append(stepped[COUNTS])
+        else:
+            entries = grouped | step >> beam.ParDo(ContractRound(first=False))
     remaining = entries | "GroupFinish" >> beam.GroupByKey()
     finished = remaining | "Finish" >> beam.ParDo(Finish(first=rounds == 0)).with_outputs(
         Finish.UNCONVERGED, COUNTS, main="rows")

@@ -131,6 +131,20 @@ def test_near_dedup_removes_planted_near_duplicates_and_keeps_distinct(near_dedu
         assert row["cluster_id"] <= row["id"]
 
 
+def test_the_run_records_its_runner_components_and_what_one_worker_held(near_dedup_run, capsys):
+    from pipeline.run import summary
+
+    _, stats = near_dedup_run
+    assert stats["options"]["runner"] == "FnApiRunner (in_memory, 1 worker(s))"
+    assert "runner: FnApiRunner (in_memory, 1 worker(s))" in summary(stats)
+    components = stats["near_dedup"]["components"]
+    assert components["rounds"] >= 4 and components["unconverged_nodes"] == 0
+    held = stats["per_worker_max"]
+    assert 0 < held["max_write_removed_ids"] < stats["near_dedup"]["removed"]  # a writer holds its own partition's
+    assert 0 < held["max_components_entries"] <= 4 * stats["near_dedup"]["removed"]
+    assert held["max_dedup_partition_records"] < stats["input_records"]
+
+
 def test_same_output_in_memory_and_with_two_processes(tmp_path, near_dedup_run):
     out, _ = near_dedup_run
     other = tmp_path / "mp"
