@@ -239,3 +239,46 @@ def test_unusual_code_points_are_ordinary_characters():
         assert len(shingle_hashes("😀👍🏻 좋아요", ngram)) == len(reference_shingles("😀👍🏻 좋아요", ngram))
     sig = signatures(texts)
     assert len({row.tobytes() for row in sig}) == len(texts)
+
+
+def test_pairwise_jaccard_equals_exact_jaccard():
+    from transforms.minhash import pairwise_jaccard
+
+    rng = random.Random(11)
+    for ngram in (1, 2, 3, 5):
+        texts = ["".join(rng.choice("가나다 라ab!") for _ in range(rng.randrange(0, 25))) for _ in range(200)]
+        first = np.array([rng.randrange(200) for _ in range(1500)])
+        second = np.array([rng.randrange(200) for _ in range(1500)])
+        got = pairwise_jaccard(texts, first, second, ngram)
+        assert np.array_equal(got, exact_jaccard([texts[i] for i in first], [texts[i] for i in second], ngram))
+    assert pairwise_jaccard(["가나"], [], [], 2).shape == (0,)
+    with pytest.raises(ValueError, match="as many first as second"):
+        pairwise_jaccard(["가나"], [0], [], 2)
+
+
+def test_pairwise_jaccard_when_shingles_of_one_text_share_their_top_bits(monkeypatch):
+    """Hashes that agree in their top 32 bits within a text take the exact by-number path: same sets, same values."""
+    from transforms import minhash
+
+    calls = []
+    by_number = minhash._pairwise_jaccard_by_number
+    monkeypatch.setattr(minhash, "_pairwise_jaccard_by_number", lambda *args: calls.append(1) or by_number(*args))
+
+    rng = np.random.default_rng(4)
+    tops = rng.integers(0, 2**32, size=6, dtype=np.uint64) << np.uint64(32)
+    pool = tops[rng.integers(0, 6, size=40)] | rng.integers(0, 3, size=40).astype(np.uint64)  # few low bits
+    sets = [rng.choice(pool, size=int(rng.integers(1, 12))) for _ in range(30)]
+    offsets = np.r_[0, np.cumsum([len(s) for s in sets])]
+    hashes = np.concatenate(sets)
+    first, second = rng.integers(0, 30, size=200), rng.integers(0, 30, size=200)
+    expected = [len(set(sets[a].tolist()) & set(sets[b].tolist())) / len(set(sets[a].tolist()) | set(sets[b].tolist()))
+                for a, b in zip(first, second)]
+    assert np.allclose(minhash._pairwise_jaccard(offsets, hashes, first, second), expected, rtol=0, atol=1e-12)
+    assert calls == [1]
+    distinct = pool[np.unique(pool >> np.uint64(32), return_index=True)[1]]  # one hash per top: the fast path
+    sets = [rng.choice(distinct, size=int(rng.integers(1, 6))) for _ in range(30)]
+    offsets, hashes = np.r_[0, np.cumsum([len(s) for s in sets])], np.concatenate(sets)
+    expected = [len(set(sets[a].tolist()) & set(sets[b].tolist())) / len(set(sets[a].tolist()) | set(sets[b].tolist()))
+                for a, b in zip(first, second)]
+    assert np.allclose(minhash._pairwise_jaccard(offsets, hashes, first, second), expected, rtol=0, atol=1e-12)
+    assert calls == [1]  # one hash per top: the fast path

@@ -196,7 +196,7 @@ def test_thousands_of_spam_copies_cost_a_bounded_number_of_pair_checks():
     """5,000 near-identical comments: ~12.5M pairs unbounded; each member is checked against R representatives."""
     base = "이 영화 정말 최고입니다 꼭 보세요 강력 추천합니다 진짜로요"
     texts = [f"{base} {i}" for i in range(5000)]
-    near = NearDedupSettings(0.8, 128, 2, 0, 14, 9, True)
+    near = NearDedupSettings(0.8, 128, 2, 0, 16, 8, True)  # the default's bands x rows
     found, tally = verified_chain({0: texts[:2500], 1: texts[2500:]}, near, num_partitions=4)
     bound = near.bands * len(texts) * near_pairs.REPRESENTATIVES
     assert tally["near_dedup_large_buckets"] >= 1

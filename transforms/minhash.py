@@ -263,22 +263,55 @@ def pairwise_jaccard(texts: Sequence[str], first: np.ndarray, second: np.ndarray
     """True Jaccard of the n-gram sets of texts[first[i]] and texts[second[i]], float64; each text shingled once.
 
     For many pairs over few texts (a bucket's members are in many pairs): the texts' sets
-    are built once, as sorted (text, shingle) keys; each pair looks the shingles of its
-    smaller set up in the larger one. The same values as `exact_jaccard` of the pairs.
+    are built once, sorted; each pair looks the shingles of its smaller set up in the larger
+    one. The same values as `exact_jaccard` of the pairs.
     """
     first, second = np.asarray(first, dtype=np.int64), np.asarray(second, dtype=np.int64)
     if len(first) != len(second):
         raise ValueError(f"need as many first as second indexes, got {len(first)} and {len(second)}")
     if not len(first):
         return np.zeros(0, np.float64)
-    offsets, hashes = shingle_table(texts, ngram)
-    by_hash = np.argsort(hashes, kind="stable")  # shingles numbered 0 .. V-1 (V < 2^32), by sorting
-    token = np.empty(len(hashes), np.int64)
-    token[by_hash] = np.cumsum(np.r_[True, hashes[by_hash][1:] != hashes[by_hash][:-1]]) - 1
-    text = np.repeat(np.arange(len(texts), dtype=np.int64), np.diff(offsets))
-    keys = np.sort((text << _U32.astype(np.int64)) | token)  # each text's set, sorted by (text, shingle)
+    return _pairwise_jaccard(*shingle_table(texts, ngram), first, second)
+
+
+def _pairwise_jaccard(offsets: np.ndarray, hashes: np.ndarray, first: np.ndarray, second: np.ndarray
+                      ) -> np.ndarray:
+    """`pairwise_jaccard` of a shingle table.
+
+    Each text's set is sorted by one int64 key, (text, top 32 bits of the shingle hash), with
+    the full hashes carried along: a lookup matches a key, then the full hash. That is exact
+    as long as no two distinct shingles of one text share their top 32 bits (about 1 text in
+    10^7); when some do, the sets are built from shingles numbered by their full hashes
+    instead (`_pairwise_jaccard_by_number`).
+    """
+    n_texts = len(offsets) - 1
+    text = np.repeat(np.arange(n_texts, dtype=np.int64), np.diff(offsets))
+    keys = (text << _U32.astype(np.int64)) | (hashes >> _U32).astype(np.int64)
+    order = np.argsort(keys, kind="stable")
+    keys, full = keys[order], hashes[order]
+    same_key = keys[1:] == keys[:-1]
+    if (same_key & (full[1:] != full[:-1])).any():
+        return _pairwise_jaccard_by_number(text, hashes, n_texts, first, second)
+    distinct = np.r_[True, ~same_key]
+    keys, full = keys[distinct], full[distinct]
+    return _lookup_jaccard(keys, n_texts, first, second, full)
+
+
+def _pairwise_jaccard_by_number(text: np.ndarray, hashes: np.ndarray, n_texts: int, first: np.ndarray,
+                                second: np.ndarray) -> np.ndarray:
+    """The same with the shingles numbered 0 .. V-1 by their full hashes (V < 2^32): keys (text, number)."""
+    by_hash = np.argsort(hashes, kind="stable")
+    number = np.empty(len(hashes), np.int64)
+    number[by_hash] = np.cumsum(np.r_[True, hashes[by_hash][1:] != hashes[by_hash][:-1]]) - 1
+    keys = np.sort((text << _U32.astype(np.int64)) | number)
     keys = keys[np.r_[True, keys[1:] != keys[:-1]]]
-    starts = np.searchsorted(keys, np.arange(len(texts), dtype=np.int64) << _U32.astype(np.int64))
+    return _lookup_jaccard(keys, n_texts, first, second, None)
+
+
+def _lookup_jaccard(keys: np.ndarray, n_texts: int, first: np.ndarray, second: np.ndarray,
+                    full: np.ndarray | None) -> np.ndarray:
+    """Jaccard of pairs of sets given as sorted distinct int64 keys (text << 32 | shingle value)."""
+    starts = np.searchsorted(keys, np.arange(n_texts, dtype=np.int64) << _U32.astype(np.int64))
     sizes = np.diff(np.r_[starts, len(keys)])
     smaller_first = sizes[first] <= sizes[second]
     small, large = np.where(smaller_first, first, second), np.where(smaller_first, second, first)
@@ -287,5 +320,8 @@ def pairwise_jaccard(texts: Sequence[str], first: np.ndarray, second: np.ndarray
     element = np.repeat(starts[small] - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()))
     queries = (large[pair] << _U32.astype(np.int64)) | (keys[element] & np.int64(0xFFFFFFFF))
     position = np.minimum(np.searchsorted(keys, queries), len(keys) - 1)
-    intersection = np.bincount(pair[keys[position] == queries], minlength=len(first))
+    match = keys[position] == queries
+    if full is not None:
+        match &= full[position] == full[element]
+    intersection = np.bincount(pair[match], minlength=len(first))
     return intersection / (sizes[first] + sizes[second] - intersection)
