@@ -267,8 +267,9 @@ def test_dataflow_job_for_pipeline_run_is_built_with_the_project_staged(offline_
     assert job.proto.type_.name == "JOB_TYPE_BATCH"
     transforms = job.proto_pipeline.components.transforms.values()
     names = {t.unique_name for t in transforms}
-    assert {"GroupByPartition", "GroupByBandPartition", "Components", "WriteClusters", "Write",
-            "WriteRejected"} <= names
+    rounds = settings.near.rounds  # the distributed components: that many unrolled rounds, then Finish
+    assert {"GroupByPartition", "GroupByBandPartition", "Contract1", f"Contract{rounds}", "Finish", "JoinClusters",
+            "Write", "WriteRejected"} <= names and f"Contract{rounds + 1}" not in names
     environments = job.proto_pipeline.components.environments
     used = {t.environment_id for t in transforms if t.environment_id}
     assert used and all(environments[e].urn == "beam:env:docker:v1" for e in used)
