@@ -11,10 +11,8 @@ option:
   faster: no install per worker) or their own `--setup_file`.
 - `--machine_type=n2-standard-4`: 4 vCPUs, 16 GB. Runner v2 runs one SDK process per vCPU,
   each holding at most one dedup partition (~1.5 GiB at the default 128 MiB of input per
-  partition, measured: docs/running_at_scale.md), and the one worker that runs the near-dedup
-  union-find holds ~110 bytes per candidate edge plus the ids. Pass
-  `--machine_type n2-highmem-4` (32 GB) past ~5*10^7 candidate edges (about that many
-  near-duplicate records).
+  partition, measured: docs/scale.md); the near-dedup components run in rounds keyed by
+  text partition (transforms/connected.py), so no worker holds every candidate edge.
 - `--autoscaling_algorithm=THROUGHPUT_BASED` with `--max_num_workers=32`: Dataflow adds
   workers while the backlog lasts, up to 128 vCPUs; the cap bounds the bill. Raise it for
   inputs split into more files than that (one input file is read by one core).

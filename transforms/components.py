@@ -2,19 +2,17 @@
 
 Pure functions, no engine: pipeline.run's Beam graph (pipeline/beam_run.py) calls, per band
 partition, `bucket_edges` (with --no-verify: unverified stars) or the verified pairs of
-transforms.near_pairs (the default), and `near_duplicate_components` once over all edges;
-the benchmarks (bench/bench_near_dedup.py) measure these same functions.
+transforms.near_pairs (the default); the components of those edges are then computed in
+distributed rounds by transforms.connected, which uses `connected_components` only inside one
+key (and for its fallback). `near_duplicate_components` is the single-process reference over
+all edges that the benchmarks (bench/bench_near_dedup.py) and tests measure.
 Near-duplicate removal keeps one text per connected component of the edge graph: the
 smallest id, or the first under a --keep rule's survivor key (transforms.survivors), so
 the survivor never depends on arrival order or partitioning.
 docs/near-dedup.md describes the method; BENCHMARKS.md has its measured quality and cost.
 
-`connected_components` is a union-find in one process over every edge: it holds all edges
-and every node that has one (texts without an edge never reach it). Near-dedup edges are
-few (verified pairs, or a star per bucket), which keeps that inside one worker up to a
-large corpus; where it stops, and what to do then (a high-memory worker, distributed
-large-star/small-star rounds), is in docs/near-dedup.md (Scale of the components step),
-with the measurements in BENCHMARKS.md.
+`connected_components` is a union-find in one process over the edges it is given: it holds
+them all and every node that has one.
 """
 from __future__ import annotations
 
