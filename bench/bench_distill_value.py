@@ -91,7 +91,7 @@ class Size:
 
 CPU = Size("cpu", Shape(4, 128, 4), Shape(2, 128, 4), vocab_size=8000, seq_len=128, batch_size=8,
            teacher_steps=1500, student_steps=600, teacher_lr=1e-3,
-           finetune={"epochs": 2, "lr": 2e-4, "batch_size": 32, "max_length": 128, "eval_batch_size": 128},
+           finetune={"epochs": 3, "lr": 5e-4, "batch_size": 32, "max_length": 128, "eval_batch_size": 128},
            nsmc_train=2000, nsmc_eval=1000, sts_train=2000, nli_eval=1500)
 GPU = Size("gpu", Shape(12, 768, 12), Shape(6, 384, 12), vocab_size=32000, seq_len=128, batch_size=128,
            teacher_steps=20000, student_steps=10000,
@@ -176,14 +176,17 @@ def python(*args: str) -> list[str]:
     return [sys.executable, "-m", *args]
 
 
-def run_logged(command: list[str], log: Path, env: dict) -> float:
+def run_logged(command: list[str], log: Path, env: dict) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of a command run to its end."""
     started = time.perf_counter()
     with log.open("w") as handle:
-        code = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT).returncode
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = code = os.waitstatus_to_exitcode(status)
     if code != 0:
         tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
         raise RuntimeError(f"{' '.join(command)} failed ({code}); log {log}:\n{tail}")
-    return time.perf_counter() - started
+    return time.perf_counter() - started, usage.ru_utime + usage.ru_stime
 
 
 @dataclass
@@ -191,7 +194,8 @@ class Job:
     name: str
     command: list[str]
     needs: tuple[str, ...] = ()
-    seconds: float | None = None
+    seconds: float | None = None  # wall
+    cpu_seconds: float | None = None  # user + system time of the process (and its children)
 
 
 def run_jobs(jobs: list[Job], workers: int, logs: Path, env: dict, say) -> None:
@@ -208,8 +212,11 @@ def run_jobs(jobs: list[Job], workers: int, logs: Path, env: dict, say) -> None:
             say(f"started {job.name}")
         time.sleep(0.5)
         for name, (job, process, handle, started) in list(running.items()):
-            if process.poll() is None:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid == 0:
                 continue
+            process.returncode = os.waitstatus_to_exitcode(status)
+            job.cpu_seconds = usage.ru_utime + usage.ru_stime
             handle.close()
             del running[name]
             if process.returncode != 0:
@@ -219,7 +226,7 @@ def run_jobs(jobs: list[Job], workers: int, logs: Path, env: dict, say) -> None:
                 raise RuntimeError(f"job {name} failed ({process.returncode}): {' '.join(job.command)}\n{tail}")
             job.seconds = time.perf_counter() - started
             done.add(name)
-            say(f"finished {name} in {job.seconds:.0f} s")
+            say(f"finished {name} in {job.seconds:.0f} s ({job.cpu_seconds:.0f} CPU s)")
         if pending and not running and not any(all(n in done for n in j.needs) for j in pending):
             raise RuntimeError(f"jobs {[j.name for j in pending]} wait for jobs that never ran")
 
@@ -261,16 +268,16 @@ def build_corpus(size: Size, workdir: Path, data: Path | None, env: dict, say) -
         facts.update(split_nsmc(data, workdir, size))
         facts["split_seconds"] = time.perf_counter() - started
         run_args = ["--input", facts["corpus"], "--text-field", "text", "--id-field", "id", *run_args]
-    facts["run_seconds"] = run_logged(python("pipeline.run", *run_args), workdir / "logs" / "pipeline.run.log", env)
+    facts["run_seconds"], facts["run_cpu_seconds"] = run_logged(python("pipeline.run", *run_args), workdir / "logs" / "pipeline.run.log", env)
     stats = json.loads((workdir / "corpus" / "stats.json").read_text())
     facts["clean_records"] = stats.get("output_records")
     say(f"pipeline.run kept {facts['clean_records']:,} records")
     tokenizer = workdir / "tokenizer"
-    facts["tokenize_seconds"] = run_logged(python("pipeline.tokenize", "--input", str(workdir / "corpus"), "--output",
+    facts["tokenize_seconds"], facts["tokenize_cpu_seconds"] = run_logged(python("pipeline.tokenize", "--input", str(workdir / "corpus"), "--output",
                                                   str(tokenizer), "--vocab-size", str(size.vocab_size), "--overwrite",
                                                   "--quiet"), workdir / "logs" / "pipeline.tokenize.log", env)
     shards = workdir / "shards"
-    facts["shard_seconds"] = run_logged(python("pipeline.shard", "--input", str(workdir / "corpus"), "--tokenizer",
+    facts["shard_seconds"], facts["shard_cpu_seconds"] = run_logged(python("pipeline.shard", "--input", str(workdir / "corpus"), "--tokenizer",
                                                str(tokenizer), "--output", str(shards), "--seq-len", str(size.seq_len),
                                                "--overwrite", "--quiet"), workdir / "logs" / "pipeline.shard.log", env)
     manifest = json.loads((shards / "manifest.json").read_text())
@@ -325,10 +332,13 @@ def run_size(size: Size, workdir: Path, data: Path | None, say) -> dict:
                                                               name, shards, size), needs=(name,)))
     run_jobs(jobs, size.jobs, workdir / "logs", env, say)
     seconds = time.perf_counter() - started
+    chain_cpu = sum(facts[f"{step}_cpu_seconds"] for step in ("run", "tokenize", "shard"))
     return {
         "size": asdict(size),
         "facts": facts,
         "jobs": {job.name: job.seconds for job in jobs},
+        "cpu_seconds": {"corpus chain": chain_cpu, **{job.name: job.cpu_seconds for job in jobs}},
+        "load_average": os.getloadavg(),
         "reports": {name: json.loads((reports / f"{name}.json").read_text()) for name in models},
         "metrics": {name: last_metrics(runs / name) for name in models},
         "seconds": seconds,
@@ -407,12 +417,16 @@ def section(outcome: dict, gpu_note: str) -> str:
     teacher, student = size["teacher"], size["student"]
     tokens = size["batch_size"] * size["seq_len"]
     finetune = size["finetune"]
-    job_times = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in jobs.items() if seconds is not None)
+    cpu_total = sum(outcome["cpu_seconds"].values())
+    job_times = ", ".join(f"{name} {jobs[name]:.0f} s ({cpu:.0f} CPU s)" if name in jobs else f"{name} {cpu:.0f} CPU s"
+                          for name, cpu in outcome["cpu_seconds"].items())
     metric_lines = ", ".join(f"{name} {m.get('loss', float('nan')):.3f}" for name, m in outcome["metrics"].items())
     return f"""## Distillation proof of value (`bench.bench_distill_value`)
 
 Command: `{COMMAND}` (in `make bench`). Machine: {machine_line()}; every process on one thread, two jobs at
-a time. Took {outcome['seconds'] / 60:.1f} minutes in all (budget 40).
+a time, under `nice -n 10`. Took {outcome['seconds'] / 60:.1f} minutes of wall time on the shared machine (load
+average {outcome['load_average'][2]:.1f} over the last 15 minutes: other work ran beside it) and {cpu_total / 60:.1f}
+CPU minutes in all, i.e. about {cpu_total / 120:.0f} minutes on two free cores (budget: 40 minutes on 2 cores).
 
 Question: at equal steps and data, is a student distilled from a teacher better than the same student
 trained with masked LM alone from scratch?
@@ -444,7 +458,7 @@ correlation is undefined) / the character-bigram Jaccard of the two sentences, n
 
 {verdict(outcome)}
 
-Final training losses: {metric_lines}. Job wall times: {job_times}.
+Final training losses: {metric_lines}. Jobs, wall (CPU): {job_times}.
 
 {gpu_note}
 """
