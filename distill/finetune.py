@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from distill.tasks import QA_ONLY, HyperParameters, Task, metrics
-from distill.tasks.features import IGNORE, Features, TaskTokenizer, qa_features, text_features, token_features
-from distill.tasks.features import best_spans
+from distill.tasks.features import (IGNORE, Features, TaskTokenizer, best_spans, qa_features, text_features,
+                                    token_features)
 from distill.tasks.readers import Dataset, TextExample
 from distill.tasks.sentiment import SentimentData, read_sentiment_file, split_indices  # noqa: F401 (re-exported)
 from pipeline.cli import Progress

@@ -23,7 +23,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from distill.tasks import HYPERPARAMETER_NAMES, QA_ONLY, TASKS, HyperParameters, get_task
+from distill.tasks import HYPERPARAMETER_NAMES, QA_ONLY, HyperParameters, get_task
 
 INTEGERS = {"epochs", "batch_size", "max_length", "eval_batch_size", "max_examples", "max_eval_examples",
             "doc_stride", "max_query_length", "max_answer_length", "n_best"}
@@ -149,4 +149,4 @@ def read_suite(path: str, overrides: dict | None = None) -> Suite:
     return parse_suite(data, os.path.dirname(os.path.abspath(path)), overrides, f"--suite {path}")
 
 
-__all__ = ["Suite", "TaskRun", "SuiteError", "parse_suite", "read_suite", "TASKS"]
+__all__ = ["Suite", "TaskRun", "SuiteError", "parse_suite", "read_suite"]
