@@ -327,6 +327,11 @@ def build_stats(counts: dict, sources: list, settings, files: list[str], timings
     per_worker = {key: value for key, value in sorted(counts.items()) if key.startswith("max_")}
     if per_worker:
         stats["per_worker_max"] = per_worker  # the most one key / bundle held, per step (docs/scale.md)
+    from transforms.profile import stats_section
+
+    profile_section = stats_section(counts)
+    if profile_section:
+        stats["profile"] = profile_section  # lengths before/after the filter, what the clean changed (docs/run.md)
     stats["timings"] = {**timings, **{key[len("seconds_"):] + "_worker_seconds": round(value, 3)
                                       for key, value in sorted(counts.items()) if key.startswith("seconds_")}}
     stats["options"] = options

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.run import run
-from transforms import components, connected, corpus_stages, near_pairs
+from transforms import components, connected, corpus_stages, near_pairs, profile
 from transforms.clean import CleanOptions
 from transforms.corpus_stages import LineBatch, NearDedupSettings, RunSettings, SourceFile
 from transforms.reading import FieldSpec
@@ -66,9 +66,15 @@ def test_parse_clean_filter_on_json_lines():
     for record in records.values():
         assert record["partition"] == zlib.crc32(record["text"].encode()) % 4
     assert tally.pop("seconds_parse_clean") > 0
-    assert tally == Counter(input_records=13, files_read=1, blank_line=1, too_short=1, too_long=1,
-                            empty_after_clean=1, invalid_utf8=1, text_not_string=1, json_not_an_object=1,
-                            line_too_long=1)
+    assert profile.without_profile(tally) == Counter(
+        input_records=13, files_read=1, blank_line=1, too_short=1, too_long=1, empty_after_clean=1, invalid_utf8=1,
+        text_not_string=1, json_not_an_object=1, line_too_long=1)
+    # the profile: 8 cleaned texts before the length filter (5 kept, too short, too long, empty), 5 after it
+    before = {k: n for k, n in tally.items() if k.startswith(profile.LENGTH_BEFORE)}
+    after = {k: n for k, n in tally.items() if k.startswith(profile.LENGTH_AFTER)}
+    assert before[profile.LENGTH_BEFORE + "0"] == 1  # the text the clean emptied
+    assert sum(before.values()) == 8 and sum(after.values()) == len(records) == 5
+    assert tally[profile.CLEAN_SAMPLE + "texts"] == 1  # one text in 100 (the first) is profiled for the clean
     assert list(rejected) == [zlib.crc32(b"r.jsonl") % 4]
     assert [(r["line"], r["reason"], r["raw"]) for r in next(iter(rejected.values()))] == [
         (19, "invalid_utf8", "\\xff\\xfe"), (20, "text_not_string", '{"id": "g", "text": 3}'),
@@ -80,7 +86,7 @@ def test_parse_clean_filter_on_tsv_and_text_and_a_read_error():
                     ["7\t재밌는 영화네요\t1".encode(), b"8\tbroken"], read_error="EOFError: cut short")
     partitions, rejected, tally = corpus_stages.parse_clean_filter(tsv, settings(keep_fields=(("label", "int"),)))
     assert {k: (r["text"], r["label"]) for k, r in records_by_id(partitions).items()} == {"7": ("재밌는 영화네요", 1)}
-    assert tally - Counter(seconds_parse_clean=tally["seconds_parse_clean"]) == Counter(
+    assert profile.without_profile(tally) - Counter(seconds_parse_clean=tally["seconds_parse_clean"]) == Counter(
         input_records=3, malformed_row=1, read_error=1)
     assert [(r["line"], r["reason"]) for rows in rejected.values() for r in rows] == [(4, "read_error"),
                                                                                      (3, "malformed_row")]

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from transforms import drop_reasons, reading, storage
+from transforms import drop_reasons, profile, reading, storage
 from transforms.clean import CleanOptions, clean_batch
 from transforms.survivors import KeepRule, survivor_keys
 
@@ -206,9 +206,12 @@ def parse_clean_filter(batch: LineBatch, settings: RunSettings
         rejects.append(reading.Reject(batch.source.name, end_line, drop_reasons.READ_ERROR,
                                       batch.read_error).to_json())
     line_numbers, ids, texts, kept = _parse_lines(batch, settings, tally, rejects)
+    tally.update(profile.clean_change_tally(texts, settings.clean))  # what each rule changes, 1 text in 100
     texts = clean_batch(texts, settings.clean)
+    tally.update(profile.length_tally(texts, profile.LENGTH_BEFORE))
     rows = _length_filter(texts, settings, tally)
     texts = [texts[row] for row in rows]
+    tally.update(profile.length_tally(texts, profile.LENGTH_AFTER))
     records = _record_batch(batch.source.name, [line_numbers[row] for row in rows], [ids[row] for row in rows],
                             texts, [kept[row] for row in rows], settings)
     partitions = _split_by_text(records, texts, settings.num_partitions)
