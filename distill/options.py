@@ -39,31 +39,10 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 SENTIMENT_FORMATS = ("auto", "jsonl", "tsv")
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} is not positive")
-    return value
-
-
-def probability(text: str) -> float:
-    value = positive_float(text)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"{value} is not below 1")
-    return value
+non_negative_int = cli.number(int, 0)
+positive_float = cli.number(float, 0, low_open=True)
+probability = cli.number(float, 0, 1, low_open=True, high_open=True)
+fraction = cli.number(float, 0, 1, high_open=True)
 
 
 def relation_heads(text: str) -> int | str:
@@ -140,17 +119,6 @@ def train_parser() -> cli.ArgumentParser:
     cli.add_reporting_options(parser)
     add("--verbose", action="store_true", help="let transformers print its load reports and progress bars")
     return parser
-
-
-def fraction(text: str) -> float:
-    """A number in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not in [0, 1)")
-    return value
 
 
 # Fine-tuning options: (flag, type, help). Their default is None, "not given": the task's default

@@ -96,14 +96,31 @@ def add_beam_options(parser: ArgumentParser) -> None:
         "Any other option must be a Beam pipeline option (--runner, --direct_num_workers, --project, ...).")
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return value
+def number(kind: type = int, low: float | None = None, high: float | None = None, low_open: bool = False,
+           high_open: bool = False) -> Callable[[str], int | float]:
+    """An argparse type: an int or float within an interval; the message names the interval.
+
+    The one definition of every numeric option's check (e.g. `number(float, 0, 1, high_open=True)`
+    is a fraction in [0, 1)).
+    """
+    left = "(" if low_open or low is None else "["
+    right = ")" if high_open or high is None else "]"
+    interval = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        below = low is not None and (value < low or (low_open and value == low))
+        above = high is not None and (value > high or (high_open and value == high))
+        if below or above or value != value:  # value != value: NaN
+            raise argparse.ArgumentTypeError(f"{value} is not in {interval}")
+        return value
+    return parse
+
+
+positive_int = number(int, 1)
 
 
 def parse_with_beam_options(parser: ArgumentParser, argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:

@@ -17,33 +17,6 @@ from pipeline import cli
 from tokenizer_training.sampling import MAX_SEED
 
 
-def _bounded_int(low: int, high: int | None = None):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"{value} is out of range (at least {low}"
-                                             + (f", at most {high})" if high is not None else ")"))
-        return value
-    return parse
-
-
-def _fraction(low_open: bool, high_open: bool):
-    interval = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not (0 < value if low_open else 0 <= value) or not (value < 1 if high_open else value <= 1):
-            raise argparse.ArgumentTypeError(f"{value} is not in {interval}")
-        return value
-    return parse
-
-
 def build_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(
         "pipeline.tokenize",
@@ -53,20 +26,20 @@ def build_parser() -> cli.ArgumentParser:
                         help="clean corpus directory (DIR/clean/*.parquet), Parquet files, or text / JSON-lines / "
                              "TSV / CSV files (gz, bz2, zst, xz); local paths, globs or gs:// s3:// URIs; repeatable")
     parser.add_argument("--output", required=True, metavar="DIR", help="tokenizer directory to write (local)")
-    parser.add_argument("--vocab-size", type=_bounded_int(1), default=30000, help="vocabulary entries")
-    parser.add_argument("--min-frequency", type=_bounded_int(0), default=2,
+    parser.add_argument("--vocab-size", type=cli.number(int, 1), default=30000, help="vocabulary entries")
+    parser.add_argument("--min-frequency", type=cli.number(int, 0), default=2,
                         help="a merge needs a pair seen at least this often")
-    parser.add_argument("--limit-alphabet", type=_bounded_int(1), default=None, metavar="N",
+    parser.add_argument("--limit-alphabet", type=cli.number(int, 1), default=None, metavar="N",
                         help="keep only the N most frequent characters (default: all)")
     parser.add_argument("--lowercase", action="store_true",
                         help="lowercase text (LM-kor); accents are never stripped, Hangul stays syllables")
-    parser.add_argument("--unused-tokens", type=_bounded_int(0), default=0, metavar="K",
+    parser.add_argument("--unused-tokens", type=cli.number(int, 0), default=0, metavar="K",
                         help="reserve [unused0]..[unused{K-1}] right after the special tokens")
-    parser.add_argument("--sample-fraction", type=_fraction(low_open=True, high_open=False), default=1.0,
+    parser.add_argument("--sample-fraction", type=cli.number(float, 0, 1, low_open=True), default=1.0,
                         help="train on this fraction of the documents (KcBERT: 0.1)")
     parser.add_argument("--stratify-by", default=None, metavar="FIELD[:day|month|year]",
                         help="sample exactly that fraction of every stratum of FIELD (e.g. date:month)")
-    parser.add_argument("--seed", type=_bounded_int(0, MAX_SEED), default=0, help="sampling seed")
+    parser.add_argument("--seed", type=cli.number(int, 0, MAX_SEED), default=0, help="sampling seed")
     parser.add_argument("--text-field", default="text", help="column or JSON field holding the text")
     parser.add_argument("--format", choices=("auto", "text", "jsonl", "json", "tsv", "csv"), default="auto",
                         help="format of the files that are not Parquet; auto: by suffix (.jsonl/.ndjson, .json: an "
@@ -77,9 +50,9 @@ def build_parser() -> cli.ArgumentParser:
                         help="TSV/CSV quotes, as pipeline.run: rfc4180, none (ordinary characters) or auto")
     parser.add_argument("--allow-nfd", action="store_true",
                         help="train on decomposed (NFD) Hangul instead of stopping before the run")
-    parser.add_argument("--eval-fraction", type=_fraction(low_open=False, high_open=True), default=0.01,
+    parser.add_argument("--eval-fraction", type=cli.number(float, 0, 1, high_open=True), default=0.01,
                         help="held-out share for the report, never trained on")
-    parser.add_argument("--model-max-length", type=_bounded_int(1), default=512,
+    parser.add_argument("--model-max-length", type=cli.number(int, 1), default=512,
                         help="model_max_length in tokenizer_config.json")
     cli.add_limit_option(parser, "usable documents")
     cli.add_output_options(parser, "tokenizer files and report")

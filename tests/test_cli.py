@@ -48,7 +48,7 @@ def test_misspelt_and_unknown_options_stop_with_a_suggestion(capsys):
     assert "unknown option --near-dedup-treshold" in usage_error(capsys, parse, "--near-dedup-treshold", "0.9")
     assert "unexpected argument 'stray'" in usage_error(capsys, parse, "stray")
     assert "argument --preset: invalid choice" in usage_error(capsys, parse, "--preset", "dataflw")
-    assert "not a positive integer" in usage_error(capsys, parse, "--limit", "0")
+    assert "argument --limit: 0 is not in [1, inf)" in usage_error(capsys, parse, "--limit", "0")
 
 
 def test_no_abbreviations(capsys):
@@ -118,3 +118,24 @@ def test_help_is_fast_and_lists_defaults(command):
     assert "(default:" in result.stdout and "--quiet" in result.stdout and "--json" in result.stdout
     if command.startswith("pipeline."):
         assert "--overwrite" in result.stdout and ("--preset" in result.stdout or command == "pipeline.tokenize")
+
+
+def test_number_types_name_their_interval():
+    import argparse
+
+    fraction = cli.number(float, 0, 1, high_open=True)
+    assert fraction("0") == 0.0 and fraction("0.5") == 0.5
+    for bad, message in (("1", "1.0 is not in [0, 1)"), ("-0.1", "-0.1 is not in [0, 1)"),
+                         ("nan", "nan is not in [0, 1)"), ("half", "'half' is not a number")):
+        with pytest.raises(argparse.ArgumentTypeError, match=message.replace("[", r"\[").replace("(", r"\(")
+                           .replace(")", r"\)")):
+            fraction(bad)
+    assert cli.positive_int("3") == 3
+    with pytest.raises(argparse.ArgumentTypeError, match="'3.5' is not an integer"):
+        cli.positive_int("3.5")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"0 is not in \[1, inf\)"):
+        cli.positive_int("0")
+    open_below = cli.number(float, 0, 1, low_open=True)
+    with pytest.raises(argparse.ArgumentTypeError, match=r"0.0 is not in \(0, 1\]"):
+        open_below("0")
+    assert open_below("1") == 1.0

@@ -526,7 +526,7 @@ def test_null_ids_are_refused_before_work(corpus, tmp_path, capsys):
     (lambda c, t: ["--seq-lenght", "64"], "unknown option --seq-lenght; did you mean --seq-len?"),
     (lambda c, t: ["--seq-len", "2"], "--seq-len must be at least 3"),
     (lambda c, t: ["--validation-fraction", "1.0"], "--validation-fraction must be in"),
-    (lambda c, t: ["--limit", "0"], "argument --limit: 0 is not a positive integer"),
+    (lambda c, t: ["--limit", "0"], "argument --limit: 0 is not in [1, inf)"),
     (lambda c, t: ["--preset", "nope"], "argument --preset: invalid choice: 'nope'"),
     (lambda c, t: ["--preset", "dataflow"], "needs --project"),
 ])

@@ -390,7 +390,7 @@ def test_clear_errors(capsys, corpus, tmp_path):
     assert "--vocab-size 300 is too small" in error and "--limit-alphabet" in error
     assert "leaves no room" in expect_usage_error(capsys, "--input", str(corpus), "--output", out, "--vocab-size",
                                                   "10", "--unused-tokens", "5")
-    assert "out of range" in expect_usage_error(capsys, "--input", str(corpus), "--output", out, "--seed", "-1")
+    assert "-1 is not in [0, 18446744073709551615]" in expect_usage_error(capsys, "--input", str(corpus), "--output", out, "--seed", "-1")
     assert "not in (0, 1]" in expect_usage_error(capsys, "--input", str(corpus), "--output", out,
                                                  "--sample-fraction", "0")
     assert "FIELD:month" in expect_usage_error(capsys, "--input", str(corpus), "--output", out,
