@@ -63,10 +63,9 @@ def bucket_pairs(entries: Iterable[dict], all_pairs_up_to: int = ALL_PAIRS_UP_TO
 
     An entry is "key" (band keys; keys of different bands differ) and "row" arrays and the
     text "partition" of those rows, as transforms.corpus_stages.band_entries makes them;
-    every entry of a bucket must be in the call. Members of a bucket are ordered by node
-    (text partition, then row: id order within a partition); buckets larger than
-    `all_pairs_up_to` are bounded as the module docstring says (counted as
-    `near_dedup_large_buckets`).
+    every entry of a bucket must be in the call. Buckets larger than `all_pairs_up_to` are
+    bounded as the module docstring says, their members in node order (text partition, then
+    row: id order within a partition), and counted as `near_dedup_large_buckets`.
     """
     if representatives < 1 or all_pairs_up_to < representatives:
         raise ValueError(f"need 1 <= representatives <= all_pairs_up_to, got {representatives}, {all_pairs_up_to}")
@@ -83,15 +82,14 @@ def _bucket_pairs(entries: list[dict], all_pairs_up_to: int, representatives: in
         return np.zeros((0, 2), np.int64)
     keys = np.concatenate([e["key"] for e in entries])
     nodes = np.concatenate([node_numbers(e["partition"], e["row"]) for e in entries])
-    # Most buckets hold one record: keep the shared ones (an integer sort), then order by node within a bucket.
+    # Most buckets hold one record: keep the shared ones (one integer sort). A small bucket gives all its
+    # pairs, whatever the order of its members; only a large one is put in node order.
     by_key = np.argsort(keys, kind="stable")
     sorted_keys = keys[by_key]
     shared = np.zeros(len(keys), dtype=bool)
     shared[1:] = sorted_keys[1:] == sorted_keys[:-1]
     shared[:-1] |= shared[1:].copy()
-    keep = by_key[shared]
-    order = np.lexsort((nodes[keep], keys[keep]))
-    keys, nodes = keys[keep][order], nodes[keep][order]
+    keys, nodes = sorted_keys[shared], nodes[by_key[shared]]
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, np.int64)
     sizes = np.diff(np.r_[starts, len(keys)])
     firsts, seconds = [], []
@@ -105,6 +103,7 @@ def _bucket_pairs(entries: list[dict], all_pairs_up_to: int, representatives: in
     tally["near_dedup_large_buckets"] += len(large)
     i, j = np.triu_indices(representatives, k=1)
     for start, size in zip(starts[large], sizes[large]):
+        nodes[start:start + size] = np.sort(nodes[start:start + size])
         others = np.arange(start + representatives, start + size)
         firsts += [start + i, np.tile(start + np.arange(representatives), len(others))]
         seconds += [start + j, np.repeat(others, representatives)]
