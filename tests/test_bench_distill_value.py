@@ -26,7 +26,8 @@ def test_verdict_counts_differences_beyond_the_spread():
     made_up = outcome({"teacher": (0.9, 0.0), "scratch": (0.60, 0.01), "minilm": (0.65, 0.01),
                        "minilmv2": (0.61, 0.01), "distilbert": (0.55, 0.02)})
     text = bench.verdict(made_up)
-    assert text.startswith("Distilled beats scratch beyond the seeds' spread in 3 of 9 (objective, task) pairs.")
+    assert text.startswith("**The claim (distilled > scratch at equal steps and data) holds only in part at this "
+                           "size**: distilled beats scratch beyond the seeds' spread in 3 of 9 (objective, task) pairs.")
     assert "minilm vs scratch: NSMC held-out (acc) +5.00 (better, beyond the spread)" in text
     assert "minilmv2 vs scratch: NSMC held-out (acc) +1.00 (better, within the spread)" in text
     assert "distilbert vs scratch: NSMC held-out (acc) -5.00 (worse, beyond the spread)" in text
