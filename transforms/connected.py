@@ -147,6 +147,15 @@ class _Graph:
                       self.ids[nb], None if order is None else order[nb], self.part[nb])
 
 
+def _round_start(partition: int, entries: Iterable[dict], first: bool) -> tuple[_Graph, Counter]:
+    """The key's graph and the tally every round starts with (see star_round)."""
+    graph = _Graph(entries, partition)
+    tally = Counter(max_components_entries=graph.size, components_entries=graph.size)
+    if first:
+        tally["near_dedup_edges"] += int((graph.y > graph.x).sum())
+    return graph, tally
+
+
 def star_round(partition: int, entries: Iterable[dict], large: bool, first: bool = False
                ) -> tuple[dict[int, dict], Counter]:
     """One large-star (or small-star) round over one text partition's entries -> the next round's entries, tally.
@@ -155,10 +164,7 @@ def star_round(partition: int, entries: Iterable[dict], large: bool, first: bool
     `components_entries` (summed: entries shuffled into the round); `first`: the entries
     are the initial edges, whose distinct edges are counted as `near_dedup_edges`.
     """
-    graph = _Graph(entries, partition)
-    tally = Counter(max_components_entries=graph.size, components_entries=graph.size)
-    if first:
-        tally["near_dedup_edges"] += int((graph.y > graph.x).sum())
+    graph, tally = _round_start(partition, entries, first)
     if not len(graph.x):
         return {}, tally
     m = graph.smallest()
@@ -180,10 +186,7 @@ def contract_round(partition: int, entries: Iterable[dict], first: bool = False)
     piece), so one round (one GroupByKey) does at least the work of that pair; a component
     that is a star around its smallest node stays one. Tally as `star_round`'s.
     """
-    graph = _Graph(entries, partition)
-    tally = Counter(max_components_entries=graph.size, components_entries=graph.size)
-    if first:
-        tally["near_dedup_edges"] += int((graph.y > graph.x).sum())
+    graph, tally = _round_start(partition, entries, first)
     if not len(graph.x):
         return {}, tally
     local, representative = connected_components(np.stack([graph.x, graph.y], axis=1))  # ranks: min = smallest
