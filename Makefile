@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv .venv
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[distill,test,report]'
+	$(PIP) install -q -e '.[distill,test,report,spark]'
 	touch $(STAMP)
 
 # The sample corpus through the data stages: clean corpus, vocabulary, token shards, and the report page on them.
