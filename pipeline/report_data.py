@@ -92,7 +92,7 @@ def _is_evaluation(path: str) -> bool:
         report = storage.read_json(path)
     except (ValueError, OSError):
         return False
-    return isinstance(report, dict) and ("masked_lm" in report or "sentiment" in report)
+    return isinstance(report, dict) and any(key in report for key in ("masked_lm", "sentiment", "tasks"))
 
 
 # ---------------------------------------------------------------- corpus

@@ -256,12 +256,49 @@ EVALUATION_COLUMNS = (("masked_lm", "masked_tokens", "masked tokens"), ("masked_
 
 
 def evaluation_section(reports: list[dict], anchor: str) -> str:
-    """One row per distill.evaluate report."""
-    rows = [[data["path"], data["report"].get("model"), data["report"].get("split")]
-            + [(data["report"].get(group) or {}).get(key) for group, key, _ in EVALUATION_COLUMNS]
+    """distill.evaluate reports: a row per masked-LM / sentiment report, and for `--task` / `--suite`
+    reports the seeds' results table (one row per report) with each task's runs and baselines."""
+    checks = [data for data in reports if "masked_lm" in data["report"] or "sentiment" in data["report"]]
+    suites = [data for data in reports if "tasks" in data["report"]]
+    parts = [f'<section id="{esc(anchor)}"><h2>Evaluation</h2>']
+    if checks:
+        rows = [[data["path"], data["report"].get("model"), data["report"].get("split")]
+                + [(data["report"].get(group) or {}).get(key) for group, key, _ in EVALUATION_COLUMNS]
+                for data in checks]
+        headers = ["report", "model", "split"] + [label for _, _, label in EVALUATION_COLUMNS]
+        parts.append(table(headers, rows, numeric=set(range(3, len(headers))))
+                     + '<p class="note">From distill.evaluate reports: MLM accuracy is top-1 at masked positions; '
+                       "teacher agreement the share where student and teacher predict the same token.</p>")
+    if suites:
+        parts.append(task_tables(suites))
+    return "".join(parts) + "</section>"
+
+
+def task_tables(reports: list[dict]) -> str:
+    """The seeds' table (distill.tasks.table's cells: percentages, mean ± std over seeds) and, below it,
+    every task's examples, runs and the baselines scored on the same evaluation set."""
+    from distill.tasks import TASKS
+    from distill.tasks import table as seeds_table
+
+    headers = ["model", "#Param"] + [task.column.replace("<br>", " ") for task in TASKS.values()]
+    rows = [[data["report"].get("name") or data["report"].get("model"),
+             seeds_table.parameters(data["report"].get("parameters"))]
+            + [seeds_table.task_cell(data["report"]["tasks"].get(name)) for name in TASKS]
             for data in reports]
-    headers = ["report", "model", "split"] + [label for _, _, label in EVALUATION_COLUMNS]
-    return (f'<section id="{esc(anchor)}"><h2>Evaluation</h2>'
-            + table(headers, rows, numeric=set(range(3, len(headers))))
-            + '<p class="note">From distill.evaluate reports: MLM accuracy is top-1 at masked positions; teacher '
-              "agreement the share where student and teacher predict the same token.</p></section>")
+    details = []
+    for data in reports:
+        for name, result in data["report"]["tasks"].items():
+            runs = len(result["runs"])
+            scores = ", ".join(f"{metric} {seeds_table.cell(result['mean'][metric], result['std'][metric], runs)}"
+                               for metric in result["primary"])
+            best = ", ".join(f"{baseline['name']} " + " / ".join(
+                seeds_table.cell(baseline["metrics"].get(metric), None, 1) for metric in result["primary"])
+                for baseline in result.get("baselines", []))
+            details.append([data["report"].get("name") or data["report"].get("model"), result.get("dataset", name),
+                            result["examples"]["train"], result["examples"]["eval"], runs, scores, best])
+    return ("<h3>Fine-tuning tasks</h3>" + table(headers, rows)
+            + '<p class="note">As in the seeds\' results tables: percentages, mean ± standard deviation over the '
+              "seeds (distill.evaluate --task / --suite); '-' marks a task not run.</p>"
+            + table(["model", "task", "training examples", "evaluation examples", "runs", "score", "baselines"],
+                    details, numeric={2, 3, 4})
+            + '<p class="note">Baselines are scored on the same evaluation examples (docs/evaluate.md).</p>')

@@ -3,6 +3,7 @@ and every task of the seeds' table end to end (--task, --suite) on small files i
 from __future__ import annotations
 
 import gzip
+import html
 import json
 import lzma
 import math
@@ -350,6 +351,15 @@ def test_suite_runs_several_tasks_into_one_row(small_model, tmp_path, capsys):
     assert main(["--model", str(small_model), "--suite", str(tmp_path / "suite.json"), "--seeds", "1", "--quiet"]) == 0
     human = capsys.readouterr().out
     assert "nsmc (NSMC, 120 training / 40 evaluation examples, 1 run(s)): accuracy" in human
+    # pipeline.report shows the same row as the seeds' table, and each task's details
+    from pipeline import report as page_report
+
+    (tmp_path / "suite-report.json").write_text(json.dumps(report), encoding="utf-8")
+    assert page_report.main([str(tmp_path / "suite-report.json"), "--output", str(tmp_path / "page.html"), "--quiet"]) == 0
+    page = (tmp_path / "page.html").read_text(encoding="utf-8")
+    row_html = "".join(f"<td>{html.escape(cell)}</td>" for cell in cells)
+    assert row_html in page
+    assert f"<td>NSMC</td><td class=\"n\">120</td><td class=\"n\">40</td><td class=\"n\">1</td>" in page
     assert report["table"]["header"] in human and report["table"]["row"] in human
 
 
