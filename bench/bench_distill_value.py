@@ -457,22 +457,7 @@ def reading(outcome: dict) -> str:
             "plateau (MiniLM and DistilBERT distil teachers pre-trained for hundreds of thousands of steps of "
             "thousands of sequences), and students long enough for the relation losses to move them; at the CPU "
             "size both cost hours here (the 4x256 teacher alone ran at about 1.25 s a step of 8 rows), which is what "
-            "the GPU size (teacher 12x768, 20,000 steps of 128 rows; students 10,000 steps) is for." + relation_cost(outcome))
-
-
-def relation_cost(outcome: dict) -> str:
-    """A note when minilmv2 cost far more than minilm (many narrow relation heads)."""
-    cpu = outcome.get("cpu_seconds", {})
-    if not cpu.get("minilm") or not cpu.get("minilmv2") or cpu["minilmv2"] < 3 * cpu["minilm"]:
-        return ""
-    from distill.recipes import auto_relation_heads
-
-    teacher, student = outcome["size"]["teacher"]["hidden"], outcome["size"]["student"]["hidden"]
-    heads = auto_relation_heads(teacher, student)
-    return (f" minilmv2 took {cpu['minilmv2'] / cpu['minilm']:.0f}x minilm's CPU time: `--relation-heads auto` picks "
-            f"{heads} relation heads of {student // heads} dimensions for a {student}-wide student (the reference "
-            "counts, 48 and 64, are meant for 768- and 1024-wide teachers), so its relation matrices are "
-            f"{heads // outcome['size']['student']['heads']}x the attention's.")
+            "the GPU size (teacher 12x768, 20,000 steps of 128 rows; students 10,000 steps) is for.")
 
 
 def section(outcome: dict, gpu_note: str, rendered: bool = False) -> str:

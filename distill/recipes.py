@@ -64,6 +64,7 @@ OBJECTIVES = tuple(RECIPES)
 # 64 for large ones (1024 wide), then smaller counts for narrower models.
 RELATION_HEAD_CHOICES = (48, 64, 32, 24, 16, 12, 8, 6, 4, 3, 2, 1)
 LARGE_TEACHER_WIDTH = 1024
+MIN_RELATION_HEAD_SIZE = 6  # dimensions per relation head: 384 / 64, a small student of a large teacher in MiniLMv2
 
 
 def default_warmup(recipe: Recipe, max_steps: int) -> int:
@@ -81,9 +82,14 @@ def valid_relation_heads(teacher_width: int, student_width: int) -> list[int]:
 
 def auto_relation_heads(teacher_width: int, student_width: int) -> int:
     """The reference count (48 for a base teacher, 64 for a large one) when it divides both widths,
-    else the first of RELATION_HEAD_CHOICES that does."""
+    else the first of RELATION_HEAD_CHOICES that does; in both cases only counts that leave every
+    relation head at least MIN_RELATION_HEAD_SIZE dimensions on each side (the references' narrowest:
+    a 384-wide student of a large teacher under 64 heads), since a 2-dimensional head relates almost nothing and costs
+    as much attention memory as a real one. 1 when no count does."""
     order = list(RELATION_HEAD_CHOICES)
     if teacher_width >= LARGE_TEACHER_WIDTH:
         order.remove(64)
         order.insert(0, 64)
-    return next(count for count in order if teacher_width % count == 0 and student_width % count == 0)
+    narrower = min(teacher_width, student_width)
+    return next((count for count in order if teacher_width % count == 0 and student_width % count == 0
+                 and narrower // count >= MIN_RELATION_HEAD_SIZE), 1)

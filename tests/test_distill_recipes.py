@@ -77,8 +77,10 @@ def test_relation_heads_auto_picks_the_references_counts():
     assert auto_relation_heads(768, 384) == 48  # base teacher (MiniLMv2: 48)
     assert auto_relation_heads(1024, 384) == 64  # large teacher (MiniLMv2: 64)
     assert auto_relation_heads(1024, 768) == 64
-    assert auto_relation_heads(768, 256) == 64  # 48 does not divide 256
-    assert auto_relation_heads(64, 32) == 32
+    assert auto_relation_heads(768, 256) == 32  # 48 does not divide 256; 64 would leave 4 dimensions a head
+    assert auto_relation_heads(512, 128) == 16  # not 64 two-dimensional heads
+    assert auto_relation_heads(64, 32) == 4
+    assert auto_relation_heads(12, 6) == 1  # too narrow for any count to keep 6 dimensions
     assert valid_relation_heads(64, 32) == [1, 2, 4, 8, 16, 32]
 
 
@@ -141,7 +143,7 @@ def test_each_objective_defaults_to_its_reference_recipe(world, tmp_path, object
     if objective == "distilbert":
         assert params["soft_target_kl"] == {"temperature": 2.0, "positions": "all"}
     else:
-        expected = {"average": "sequence", **({"relation_heads": 32} if objective == "minilmv2" else {})}
+        expected = {"average": "sequence", **({"relation_heads": 4} if objective == "minilmv2" else {})}
         assert all(value == expected for value in params.values())
 
 
@@ -163,7 +165,7 @@ def test_the_banner_lists_every_resolved_setting(world, tmp_path, capsys):
     assert train(world, tmp_path / "out", "--objective", "minilmv2", "--max-steps", "2") == 0
     err = capsys.readouterr().err
     for part in ("minilmv2: student", "2 layers, hidden 32, 4 heads", "running 4 of 4 layers",
-                 "terms: query_relation_kl x1 (average sequence, relation_heads 32)", "attention scope document",
+                 "terms: query_relation_kl x1 (average sequence, relation_heads 4)", "attention scope document",
                  "masking off", "schedule: 2 steps, warm-up 1, peak lr 0.0006, linear decay to 0",
                  "AdamW betas 0.9,0.999 eps 1e-06 weight decay 0.01; clip 1",
                  "batch 16 x 1 accumulated x 1 process(es) on cpu, fp32; seed 0"):
