@@ -5,8 +5,10 @@
         --vocab-size 30000 --sample-fraction 0.1 --stratify-by date:month      # KcBERT
     python -m pipeline.tokenize --input corpus --output tok --vocab-size 42000 \\
         --lowercase --unused-tokens 2000                                       # LM-kor
+    python -m pipeline.tokenize --extend ko-tok --add-vocab-from en-tok --output koen-tok   # KoEnBERT
 
-The work itself is in tokenizer_training.build; this module parses and reports.
+The work itself is in tokenizer_training.build (training) and tokenizer_training.extend
+(--extend); this module parses and reports.
 """
 from __future__ import annotations
 
@@ -22,9 +24,10 @@ def build_parser() -> cli.ArgumentParser:
         "pipeline.tokenize",
         "Train a BERT WordPiece vocabulary on a corpus (streamed, sampled, deterministic) and write a directory that "
         "transformers.AutoTokenizer.from_pretrained loads, with a report measured on a held-out sample.")
-    parser.add_argument("--input", nargs="+", action="extend", required=True, metavar="PATTERN",
+    parser.add_argument("--input", nargs="+", action="extend", metavar="PATTERN",
                         help="clean corpus directory (DIR/clean/*.parquet), Parquet files, or text / JSON-lines / "
-                             "TSV / CSV files (gz, bz2, zst, xz); local paths, globs or gs:// s3:// URIs; repeatable")
+                             "TSV / CSV files (gz, bz2, zst, xz); local paths, globs or gs:// s3:// URIs; repeatable; "
+                             "required unless --extend")
     parser.add_argument("--output", required=True, metavar="DIR", help="tokenizer directory to write (local)")
     parser.add_argument("--vocab-size", type=cli.number(int, 1), default=30000, help="vocabulary entries")
     parser.add_argument("--min-frequency", type=cli.number(int, 0), default=2,
@@ -55,9 +58,68 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--model-max-length", type=cli.number(int, 1), default=512,
                         help="model_max_length in tokenizer_config.json")
     cli.add_limit_option(parser, "usable documents")
+    parser.add_argument("--extend", metavar="BASE_TOKENIZER",
+                        help="instead of training: extend this WordPiece tokenizer (directory or hub id), every "
+                             "base id kept (docs/tokenize.md#extending-a-vocabulary)")
+    parser.add_argument("--add-vocab-from", metavar="OTHER_TOKENIZER",
+                        help="with --extend: add every token of this WordPiece vocabulary that the base lacks")
+    parser.add_argument("--fill-unused", action="store_true",
+                        help="with --extend: put the first new tokens into the base's [unused] slots")
+    parser.add_argument("--eval-text", action="append", default=[], metavar="NAME=FILE",
+                        help="with --extend: held-out text (one document a line) to compare tokens per word and "
+                             "[UNK] rate before and after; repeatable, e.g. ko=ko.txt en=en.txt")
     cli.add_output_options(parser, "tokenizer files and report")
     cli.add_reporting_options(parser)
     return parser
+
+
+EXTEND_ONLY = ("add_vocab_from", "fill_unused", "eval_text")
+
+
+def check_mode(args: argparse.Namespace, parser: cli.ArgumentParser) -> None:
+    """Training (--input) or extension (--extend with --add-vocab-from), and no option of the other mode."""
+    if args.extend is None:
+        given = [f"--{name.replace('_', '-')}" for name in EXTEND_ONLY if getattr(args, name)]
+        if given:
+            raise cli.UsageError(f"{', '.join(given)} only apply with --extend BASE_TOKENIZER")
+        if not args.input:
+            raise cli.UsageError("give --input PATTERN (train a vocabulary) or --extend BASE_TOKENIZER "
+                                 "--add-vocab-from OTHER_TOKENIZER (extend one)")
+        return
+    training = [action.option_strings[0] for action in parser._actions
+                if action.dest not in {"extend", "output", "overwrite", "quiet", "json", "help", *EXTEND_ONLY}
+                and action.option_strings and getattr(args, action.dest) != action.default]
+    if training:
+        raise cli.UsageError(f"--extend does not train: {', '.join(training)} do(es) not apply; drop them")
+    if not args.add_vocab_from:
+        raise cli.UsageError("--extend needs --add-vocab-from OTHER_TOKENIZER (the vocabulary whose tokens to add)")
+    for item in args.eval_text:
+        name, _, path = item.partition("=")
+        if not name or not path:
+            raise cli.UsageError(f"--eval-text {item!r}: expected NAME=FILE, e.g. en=held_out_en.txt")
+
+
+def extend_options_from_args(args: argparse.Namespace):
+    from tokenizer_training.extend import ExtendOptions
+
+    return ExtendOptions(base=args.extend, output=args.output, add_vocab_from=args.add_vocab_from,
+                         fill_unused=args.fill_unused, overwrite=args.overwrite,
+                         eval_texts=tuple(tuple(item.split("=", 1)) for item in args.eval_text))
+
+
+def extension_summary(report: dict, output: str) -> str:
+    from tokenizer_training.extend import EXTENSION_FILE
+
+    lines = [f"{output}: {report['base']['vocab_size']:,} base tokens + {len(report['added']):,} from "
+             f"{report['source']['source']} = {report['vocab_size']:,} ({len(report['filled_unused']):,} in [unused] "
+             f"slots, {report['left_out']['count']:,} left out)"]
+    for name, values in report["evaluation"].items():
+        before, after = values["before"], values["after"]
+        if before["words"]:
+            lines.append(f"{name}: {before['fertility']:.3f} -> {after['fertility']:.3f} tokens per word, [UNK] "
+                         f"{before['unk_rate']:.4%} -> {after['unk_rate']:.4%} of tokens")
+    lines.append(f"report: {output}/{EXTENSION_FILE}")
+    return "\n".join(lines)
 
 
 def options_from_args(args: argparse.Namespace):
@@ -86,22 +148,30 @@ def summary(report: dict, output: str) -> str:
     return "\n".join(lines)
 
 
-def tokenize(args: argparse.Namespace) -> dict:
+def tokenize(args: argparse.Namespace, parser: cli.ArgumentParser) -> dict:
     from tokenizer_training.build import build_tokenizer
     from tokenizer_training.errors import TokenizeError
+    from tokenizer_training.extend import extend_tokenizer
 
+    check_mode(args, parser)
+    progress = cli.Progress("pipeline.tokenize", not args.quiet)
     try:
         with cli.OutputLock(args.output):
-            report = build_tokenizer(options_from_args(args), cli.Progress("pipeline.tokenize", not args.quiet))
+            if args.extend is not None:
+                report = extend_tokenizer(extend_options_from_args(args), progress)
+            else:
+                report = build_tokenizer(options_from_args(args), progress)
     except TokenizeError as error:
         raise cli.UsageError(str(error)) from None
-    cli.emit_summary(args, summary(report, args.output), report)
+    human = extension_summary(report, args.output) if args.extend is not None else summary(report, args.output)
+    cli.emit_summary(args, human, report)
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return cli.run_command("pipeline.tokenize", lambda: tokenize(args))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return cli.run_command("pipeline.tokenize", lambda: tokenize(args, parser))
 
 
 if __name__ == "__main__":

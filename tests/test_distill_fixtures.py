@@ -7,7 +7,10 @@ safetensors. Everything is seeded and takes about a second.
 """
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
+import re
 import shutil
 from functools import lru_cache
 from pathlib import Path
@@ -30,6 +33,37 @@ def sample_texts() -> tuple[str, ...]:
     """Cleaned sample-corpus texts of at least 10 characters, in corpus order."""
     texts = (clean_text(record["text"]) for record in sample_records(0))
     return tuple(text for text in texts if len(text) >= 10)
+
+
+# Standard-library modules whose docstrings give English prose of tens of thousands of words.
+ENGLISH_MODULES = ("argparse", "collections", "json", "email.message", "http.client", "unittest", "logging", "pathlib",
+                   "subprocess", "threading", "datetime", "decimal", "fractions", "statistics", "textwrap", "string",
+                   "csv", "sqlite3", "zipfile", "tarfile", "shutil", "tempfile", "functools", "itertools", "typing",
+                   "dataclasses", "enum", "inspect", "pdb", "doctest", "smtplib", "urllib.request", "calendar",
+                   "heapq", "bisect", "random", "socket", "ssl")
+
+
+@lru_cache(maxsize=1)
+def english_texts() -> tuple[str, ...]:
+    """English paragraphs (at least 40 characters) of the docstrings of standard-library classes and
+    functions: real English text available offline, for English tokenizers and teachers."""
+    texts = []
+    for name in ENGLISH_MODULES:
+        module = importlib.import_module(name)
+        for _, value in sorted(vars(module).items()):
+            if (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__ == module.__name__:
+                for paragraph in (inspect.getdoc(value) or "").split("\n\n"):
+                    text = " ".join(paragraph.split())
+                    if len(text) >= 40 and re.search("[a-z]{3}", text):
+                        texts.append(text)
+    return tuple(texts)
+
+
+def write_lines(path: Path, texts) -> Path:
+    """A text file, one document a line (pipeline.tokenize --format text, --eval-text)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(" ".join(text.split()) + "\n" for text in texts), encoding="utf-8")
+    return path
 
 
 def build_tokenizer_dir(path: Path, texts, vocab_size: int = 800) -> Path:
