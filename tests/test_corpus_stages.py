@@ -74,7 +74,9 @@ def test_parse_clean_filter_on_json_lines():
     after = {k: n for k, n in tally.items() if k.startswith(profile.LENGTH_AFTER)}
     assert before[profile.LENGTH_BEFORE + "0"] == 1  # the text the clean emptied
     assert sum(before.values()) == 8 and sum(after.values()) == len(records) == 5
-    assert tally[profile.CLEAN_SAMPLE + "texts"] == 1  # one text in 100 (the first) is profiled for the clean
+    assert profile.CLEAN_SAMPLE + "texts" not in tally  # lines 100, 200, ... are profiled for the clean: none here
+    at_100 = corpus_stages.parse_clean_filter(LineBatch(batch.source, None, 100, lines[:3]), settings())[2]
+    assert at_100[profile.CLEAN_SAMPLE + "texts"] == 1 and at_100[profile.CLEAN_SAMPLE + "repeats"] == 1  # ㅋㅋㅋㅋㅋ
     assert list(rejected) == [zlib.crc32(b"r.jsonl") % 4]
     assert [(r["line"], r["reason"], r["raw"]) for r in next(iter(rejected.values()))] == [
         (19, "invalid_utf8", "\\xff\\xfe"), (20, "text_not_string", '{"id": "g", "text": 3}'),

@@ -19,19 +19,20 @@ layout; measured costs are in BENCHMARKS.md.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from transforms import drop_reasons, profile, reading, storage
+from transforms import drop_reasons, profile, ranges, reading, storage
 from transforms.clean import CleanOptions, clean_batch
 from transforms.survivors import KeepRule, survivor_keys
 
@@ -71,6 +72,7 @@ class RunSettings:
     write_clusters: bool = False
     encoding: str = reading.DEFAULT_ENCODING  # --encoding, Python's name (utf-8, cp949, euc_kr)
     keep: KeepRule = KeepRule()  # which record of a duplicate group survives (--keep)
+    read_range_bytes: int = ranges.READ_RANGE_BYTES  # --read-range-bytes: the ranges a large file is read in
 
     def output_schema(self) -> pa.Schema:
         """The clean corpus's columns: id, text and the --keep-fields (docs/formats.md)."""
@@ -92,6 +94,7 @@ class SourceFile:
     name: str
     fmt: str
     quoting: str = "auto"
+    size: int | None = None  # bytes as stored, when known: an uncompressed file is then read in ranges (read_range)
 
 
 @dataclass
@@ -140,35 +143,48 @@ def read_line_batches(source: SourceFile, settings: RunSettings, limit: int | No
     was read before the failure and reports the rest as the last batch's `read_error`. With
     `limit`, at most that many records are returned.
     """
+    @contextlib.contextmanager
+    def whole_file():
+        with storage.open_input(source.path) as raw:
+            yield storage.decompressed(raw, source.path)
+
+    return _record_batches(source, whole_file, settings, limit)
+
+
+def _record_batches(source: SourceFile, open_stream, settings: RunSettings, limit: int | None = None,
+                    first_line: int = 1, header: list[str] | None = None, counts_file: bool = True
+                    ) -> Iterator[LineBatch]:
+    """The batches of the records in the binary stream `open_stream()` (a context manager) gives, numbered from
+    `first_line`, with a tsv/csv `header` read elsewhere; `counts_file`: count files_read/files_empty here."""
     counts: Counter = Counter()
-    lines, numbers, first_line, reader, error = [], [], 0, None, None
+    lines, numbers, batch_first, reader, error = [], [], 0, None, None
     numbered = source.fmt in reading.TABLE_FORMATS
     try:
-        with storage.open_input(source.path) as raw:
-            reader = reading.RecordReader(storage.decompressed(raw, source.path), source.fmt, settings.max_line_bytes,
-                                          source.quoting, settings.encoding)
+        with open_stream() as stream:
+            reader = reading.RecordReader(stream, source.fmt, settings.max_line_bytes, source.quoting,
+                                          settings.encoding, first_number=first_line, header=header)
             for number, line in reader:
                 if not lines:
-                    first_line = number
+                    batch_first = number
                 lines.append(line)
                 if numbered:
                     numbers.append(number)
                 if limit is not None and len(lines) >= limit:
                     break
                 if len(lines) >= LINES_PER_BATCH:
-                    yield LineBatch(source, reader.header, first_line, lines, line_numbers=numbers if numbered else None)
+                    yield LineBatch(source, reader.header, batch_first, lines, line_numbers=numbers if numbered else None)
                     limit = None if limit is None else limit - len(lines)
                     lines, numbers = [], []
     except Exception as failure:  # noqa: BLE001 - any failure of a file is its read_error, counted
         error = f"{type(failure).__name__}: {failure}"
         counts["files_with_read_errors"] += 1
     else:
-        counts["files_empty"] += reader.next_number == 1
-    counts["files_read"] += 1
-    next_number = reader.next_number if reader is not None else 1
+        counts["files_empty"] += counts_file and reader.next_number == 1
+    counts["files_read"] += counts_file
+    next_number = reader.next_number if reader is not None else first_line
     if reader is not None:
         counts.update(reader.counts)
-    yield LineBatch(source, reader.header if reader is not None else None, first_line if lines else next_number,
+    yield LineBatch(source, reader.header if reader is not None else header, batch_first if lines else next_number,
                     lines, error, +counts, line_numbers=numbers if numbered else None,
                     end_line=next_number if numbered else None)
 
@@ -183,6 +199,99 @@ def read_files(sources: Sequence[SourceFile], settings: RunSettings, limit: int 
             yield batch
         if remaining is not None and remaining <= 0:
             return
+
+
+# ---------------------------------------------------------------- read in byte ranges
+#
+# The engine-free API of split reading, for every engine (Beam: pipeline/beam_run.py):
+#   ranges = plan_ranges(sources, settings.read_range_bytes)        # in the driver: file sizes only
+#   counted = [(r, count_range_lines(r)) for r in ranges]           # in parallel, one pass of b"\n" counts
+#   numbered = number_ranges(counted)                               # per file (group by r.source.path)
+#   batches = [b for r in numbered for b in read_range(r, settings)]  # in parallel: LineBatches as read_files'
+# The records, their FILE:LINE ids and every count equal those of one reader per file (read_files).
+
+
+@dataclass(frozen=True)
+class FileRange:
+    """A part of one input file that one worker reads: bytes [start, end) of it (transforms.ranges), or the
+    whole file (`end` None: compressed, a .json file, quoted tsv/csv, or small); its lines numbered from
+    `first_line` (number_ranges). `index` is its place among the file's ranges."""
+
+    source: SourceFile
+    index: int = 0
+    start: int = 0
+    end: int | None = None
+    first_line: int = 1
+
+
+def splittable(source: SourceFile) -> bool:
+    """Whether a file can be read in byte ranges: uncompressed, of known size, one record per line (text,
+    JSON lines, tsv/csv read with --quoting none; a quoted field may hold a line break, a .json file may be
+    one array)."""
+    return (source.size is not None and not storage.is_compressed(source.path)
+            and (source.fmt in ("text", "jsonl") or (source.fmt in reading.TABLE_FORMATS and source.quoting == "none")))
+
+
+def plan_ranges(sources: Sequence[SourceFile], range_bytes: int) -> list[FileRange]:
+    """The ranges of every input file, in file order: about `range_bytes` each for a splittable file, else one."""
+    planned = []
+    for source in sources:
+        if not splittable(source) or source.size <= range_bytes:
+            planned.append(FileRange(source))
+            continue
+        planned.extend(FileRange(source, index, start, end)
+                       for index, (start, end) in enumerate(ranges.cut(source.size, range_bytes)))
+    return planned
+
+
+def count_range_lines(file_range: FileRange) -> int:
+    """How many lines start in a range (0 for a whole file: nothing follows it); one read of its bytes."""
+    if file_range.end is None:
+        return 0
+    with storage.open_random_access(file_range.source.path) as handle:
+        return ranges.count_lines(handle, file_range.start, file_range.end)
+
+
+def number_ranges(counted: Iterable[tuple[FileRange, int]]) -> list[FileRange]:
+    """Ranges with their first line numbers: 1 + the lines of the same file's earlier ranges (prefix sums)."""
+    numbered, next_line = [], {}
+    for file_range, lines in sorted(counted, key=lambda item: (item[0].source.path, item[0].index)):
+        first = next_line.get(file_range.source.path, 1)
+        numbered.append(replace(file_range, first_line=first))
+        next_line[file_range.source.path] = first + lines
+    return numbered
+
+
+def read_range(file_range: FileRange, settings: RunSettings) -> Iterator[LineBatch]:
+    """A range's records in LineBatches, numbered from its first line (`read_line_batches` for a whole file).
+
+    Only the first range counts the file (files_read, files_empty); a range that fails reports
+    its own read_error (and counts files_with_read_errors). A tsv/csv range after the first
+    reads the file's header row first.
+    """
+    source = file_range.source
+    if file_range.end is None:
+        yield from read_line_batches(source, settings)
+        return
+
+    @contextlib.contextmanager
+    def range_stream():
+        with storage.open_random_access(source.path) as handle:
+            yield ranges.RangeStream(handle, file_range.start, file_range.end)
+
+    header = _table_header(source, settings) if source.fmt in reading.TABLE_FORMATS and file_range.index else None
+    yield from _record_batches(source, range_stream, settings, first_line=file_range.first_line, header=header,
+                               counts_file=file_range.index == 0)
+
+
+def _table_header(source: SourceFile, settings: RunSettings) -> list[str] | None:
+    """The header row of a tsv/csv file, read from its start (None for a file without one)."""
+    with storage.open_input(source.path) as raw:
+        reader = reading.RecordReader(raw, source.fmt, settings.max_line_bytes, source.quoting, settings.encoding)
+        for _ in reader:
+            if reader.header is not None:
+                break
+        return reader.header
 
 
 # ---------------------------------------------------------------- parse, clean, filter
@@ -206,7 +315,8 @@ def parse_clean_filter(batch: LineBatch, settings: RunSettings
         rejects.append(reading.Reject(batch.source.name, end_line, drop_reasons.READ_ERROR,
                                       batch.read_error).to_json())
     line_numbers, ids, texts, kept = _parse_lines(batch, settings, tally, rejects)
-    tally.update(profile.clean_change_tally(texts, settings.clean))  # what each rule changes, 1 text in 100
+    sampled = [text for line, text in zip(line_numbers, texts) if line % profile.CLEAN_SAMPLE_EVERY == 0]
+    tally.update(profile.clean_change_tally(sampled, settings.clean, every=1))  # by line: the same however read
     texts = clean_batch(texts, settings.clean)
     tally.update(profile.length_tally(texts, profile.LENGTH_BEFORE))
     rows = _length_filter(texts, settings, tally)

@@ -345,17 +345,19 @@ class RecordReader:
     number after the last line (element) read; `counts` holds `records_read_literally` and
     `records_spanning_lines`. Memory: one chunk plus one record (at most `max_record_bytes`;
     a TSV/CSV record that would grow past it is given up and its lines read again, see
-    `_table_records`).
+    `_table_records`). A reader of a part of a file (transforms.ranges) numbers from
+    `first_number` and, for TSV/CSV, is given the file's `header` instead of reading one.
     """
 
     def __init__(self, stream: BinaryIO, fmt: str, max_record_bytes: int, quoting: str = "auto",
-                 encoding: str = DEFAULT_ENCODING, chunk_bytes: int = READ_CHUNK_BYTES):
+                 encoding: str = DEFAULT_ENCODING, chunk_bytes: int = READ_CHUNK_BYTES, first_number: int = 1,
+                 header: list[str] | None = None):
         self.stream, self.fmt, self.max_record_bytes = stream, fmt, max_record_bytes
         self.quoting, self.encoding, self.chunk_bytes = quoting, encoding, chunk_bytes
         self.kind = fmt
-        self.header: list[str] | None = None
+        self.header: list[str] | None = header
         self.header_raw: bytes | None = None  # the header row as read, before decoding
-        self.next_number = 1
+        self.next_number = first_number
         self.counts: Counter = Counter()
 
     def __iter__(self) -> Iterator[tuple[int, object]]:
