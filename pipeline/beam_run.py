@@ -69,13 +69,27 @@ def add_counts(total: Counter, counts: dict) -> Counter:
 
 
 class ReadLines(beam.DoFn):
-    """A group of files (one file; all files, in order, under --limit) -> LineBatches."""
+    """All files, in order, read by one worker under --limit (the first records, as a plain loop reads) -> LineBatches."""
 
     def __init__(self, settings: RunSettings, limit: int | None):
         self.settings, self.limit = settings, limit
 
     def process(self, sources: list[SourceFile]):
         yield from corpus_stages.read_files(sources, self.settings, self.limit)
+
+
+def read_ranges(pipeline: beam.Pipeline, sources: list[SourceFile], settings: RunSettings):
+    """The LineBatches of every input file, large uncompressed ones in byte ranges read by several workers
+    (corpus_stages.plan_ranges: the lines of each range counted first, numbered per file, then read)."""
+    return (
+        pipeline
+        | "Ranges" >> beam.Create(corpus_stages.plan_ranges(sources, settings.read_range_bytes))
+        | "CountLines" >> beam.Map(lambda part: (part.source.path, (part, corpus_stages.count_range_lines(part))))
+        | "RangesByFile" >> beam.GroupByKey()
+        | "NumberRanges" >> beam.FlatMap(lambda element: corpus_stages.number_ranges(element[1]))
+        | "SpreadRanges" >> beam.Reshuffle()
+        | "ReadRanges" >> beam.FlatMap(corpus_stages.read_range, settings)
+    )
 
 
 class ParseCleanFilter(beam.DoFn):
@@ -258,11 +272,12 @@ def write_counts(counts: dict, staging: str) -> None:
 def build_graph(pipeline: beam.Pipeline, sources: list[SourceFile], settings: RunSettings, limit: int | None = None,
                 progress: bool = False) -> None:
     """pipeline.run's whole graph on `pipeline`; its files land in settings.staging (see the module docstring)."""
-    file_groups = [sources] if limit is not None else [[source] for source in sources]
+    if limit is not None:  # one reader, the files in order: the first `limit` records, as in a plain loop
+        batches = pipeline | "Files" >> beam.Create([sources]) | "ReadLines" >> beam.ParDo(ReadLines(settings, limit))
+    else:
+        batches = read_ranges(pipeline, sources, settings)
     parsed = (
-        pipeline
-        | "Files" >> beam.Create(file_groups)
-        | "ReadLines" >> beam.ParDo(ReadLines(settings, limit))
+        batches
         | "Spread" >> beam.Reshuffle()
         | "ParseCleanFilter" >> beam.ParDo(ParseCleanFilter(settings, progress)).with_outputs(
             ParseCleanFilter.REJECTED, COUNTS, main="records")

@@ -24,7 +24,7 @@ import time
 from collections import Counter
 
 from pipeline import cli
-from transforms import drop_reasons, reading, storage  # light: pyarrow.fs, no numpy compute, no Beam
+from transforms import drop_reasons, ranges, reading, storage  # light: pyarrow.fs, no numpy compute, no Beam
 from transforms.preflight import unusable_run
 
 COMMAND = "pipeline.run"
@@ -64,6 +64,9 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--max-line-bytes", type=cli.positive_int, default=8 << 20,
                         help="records (lines, TSV/CSV records, JSON array elements) longer than this many bytes are "
                              "dropped as line_too_long (bounded memory)")
+    parser.add_argument("--read-range-bytes", type=cli.positive_int, default=ranges.READ_RANGE_BYTES,
+                        help="an uncompressed text/jsonl file (tsv/csv: with --quoting none) larger than this is read "
+                             "by several workers in ranges of about this many bytes; ids as read whole (docs/scale.md)")
     parser.add_argument("--no-exact-dedup", dest="exact_dedup", action="store_false",
                         help="keep exact duplicates (texts equal after cleaning)")
     _add_near_dedup_options(parser)
@@ -143,8 +146,8 @@ def list_sources(patterns: list[str], fmt: str) -> tuple[list, int]:
         raise UsageError(str(error)) from None
     paths = [file.path for file in files]
     common = os.path.dirname(os.path.commonprefix(paths)) if len(paths) > 1 else os.path.dirname(paths[0])
-    sources = [SourceFile(path, path[len(common):].lstrip("/") if common else path,
-                          reading.detect_format(path) if fmt == "auto" else fmt) for path in paths]
+    sources = [SourceFile(file.path, file.path[len(common):].lstrip("/") if common else file.path,
+                          reading.detect_format(file.path) if fmt == "auto" else fmt, size=file.size) for file in files]
     compressed = sum(file.size for file in files if storage.is_compressed(file.path))
     return sources, sum(file.size for file in files) - compressed + compressed * COMPRESSION_RATIO_ESTIMATE
 
@@ -264,7 +267,7 @@ def run_settings(args, staging: str, num_partitions: int):
         min_chars=args.min_chars, max_chars=args.max_chars, max_line_bytes=args.max_line_bytes,
         exact_dedup=args.exact_dedup, near=near_dedup_settings(args), num_partitions=num_partitions,
         staging=staging, write_clusters=args.write_clusters, keep=keep_rule(args.keep, fields.keep_fields),
-        encoding=args.encoding)
+        encoding=args.encoding, read_range_bytes=args.read_range_bytes)
 
 
 def default_num_shards(estimated_bytes: int) -> int:
