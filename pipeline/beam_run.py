@@ -146,27 +146,39 @@ class WritePartition(beam.DoFn):
         self.progress, self.written = cli.Progress(PROGRESS_COMMAND, self.progress_enabled), 0
 
     def process(self, element):
-        partition, table = element
-        removed, cluster_tally = None, Counter()
-        if isinstance(table, dict):  # near dedup: {"records": [its table] or [], "clusters": [its rows] or []}
-            tables, clusters = list(table["records"]), list(table["clusters"])
-            if not tables:
-                return
-            table = tables[0]
-            if clusters:
-                rows = clusters[0]
-                removed = rows["id"][~rows["kept"]]
-                cluster_tally.update({f"{CLUSTER_SIZE_COUNT}{size}": n for size, n in rows["sizes"].items()})
-                cluster_tally["max_write_removed_ids"] = len(removed)
-                if self.settings.write_clusters:
-                    corpus_stages.write_clusters(partition, rows, self.settings)
-        path, tally = corpus_stages.write_partition(partition, table, removed, self.settings)
-        tally.update(cluster_tally)
-        tally["max_write_records"] = table.num_rows
+        path, tally = write_joined(*element, self.settings)
+        if path is None:
+            return
         yield report(tally)
         yield path
         self.written += 1
         self.progress.count(self.written, "partitions written", self.settings.num_partitions)
+
+
+def write_joined(partition: int, table, settings: RunSettings) -> tuple[str | None, Counter]:
+    """One partition's records (with near dedup: joined with its cluster rows) -> its written file, tally.
+
+    `table` is the records' table, or with near dedup {"records": [its table] or [],
+    "clusters": [its rows] or []}; (None, no tally) when the partition has no records.
+    Engine-free, so the Spark graph (pipeline/spark_run.py) writes through it too.
+    """
+    removed, cluster_tally = None, Counter()
+    if isinstance(table, dict):
+        tables, clusters = list(table["records"]), list(table["clusters"])
+        if not tables:
+            return None, Counter()
+        table = tables[0]
+        if clusters:
+            rows = clusters[0]
+            removed = rows["id"][~rows["kept"]]
+            cluster_tally.update({f"{CLUSTER_SIZE_COUNT}{size}": n for size, n in rows["sizes"].items()})
+            cluster_tally["max_write_removed_ids"] = len(removed)
+            if settings.write_clusters:
+                corpus_stages.write_clusters(partition, rows, settings)
+    path, tally = corpus_stages.write_partition(partition, table, removed, settings)
+    tally.update(cluster_tally)
+    tally["max_write_records"] = table.num_rows
+    return path, tally
 
 
 class SumCounts(beam.CombineFn):

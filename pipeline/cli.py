@@ -96,6 +96,37 @@ def add_beam_options(parser: ArgumentParser) -> None:
         "Any other option must be a Beam pipeline option (--runner, --direct_num_workers, --project, ...).")
 
 
+ENGINES = ("beam", "spark")
+
+
+def add_engine_options(parser: ArgumentParser) -> None:
+    """--engine and the Spark settings (docs/spark.md); Beam's settings are --preset and Beam's own options."""
+    parser.add_argument("--engine", choices=ENGINES, default="beam",
+                        help="beam: Apache Beam on any Beam runner (--preset, Beam options); spark: Apache Spark "
+                             "through PySpark (pip install 'koforge[spark]'; docs/spark.md); same output bytes")
+    parser.add_argument("--spark-master", default=None, metavar="URL",
+                        help="--engine spark: local[*] (the default), local[N], spark://HOST:7077, yarn, k8s://...; "
+                             "a SparkSession already active (spark-submit) is used as it is")
+    parser.add_argument("--spark-conf", action="append", default=[], type=spark_conf, metavar="KEY=VALUE",
+                        help="--engine spark: a Spark setting (e.g. spark.executor.memory=4g); repeatable")
+
+
+def spark_conf(text: str) -> tuple[str, str]:
+    """An argparse type: KEY=VALUE of a Spark setting."""
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip() or not key.startswith("spark."):
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE with a Spark key (spark.executor.memory=4g)")
+    return key.strip(), value
+
+
+def check_engine_arguments(args: argparse.Namespace, beam_args: list[str]) -> None:
+    """Settings of one engine given to the other are an error, not silently unused."""
+    if args.engine == "spark" and beam_args:
+        raise UsageError(f"{beam_args[0]} is a Beam option; --engine spark takes --spark-master and --spark-conf")
+    if args.engine == "beam" and (args.spark_master or args.spark_conf):
+        raise UsageError("--spark-master and --spark-conf need --engine spark")
+
+
 def number(kind: type = int, low: float | None = None, high: float | None = None, low_open: bool = False,
            high_open: bool = False) -> Callable[[str], int | float]:
     """An argparse type: an int or float within an interval; the message names the interval.

@@ -1,12 +1,14 @@
 """`python -m pipeline.run`: raw Korean text -> clean, deduplicated corpus shards + stats.json.
 
     python -m pipeline.run [--input PATTERN ...] --output DIR [options] [--preset NAME] [Beam options]
+    python -m pipeline.run ... --engine spark [--spark-master URL] [--spark-conf KEY=VALUE ...]
 
 With no --input, the embedded sample corpus is generated into DIR/sample_input/ and read.
 The command parses its arguments (the convention of pipeline/cli.py), checks them and the
 input and output before any work (preflight), resolves them into one frozen
 `RunSettings`, runs the Beam graph of pipeline/beam_run.py (whose stages are
-transforms/corpus_stages.py), then publishes: the staged files in DIR/_temporary/ move to
+transforms/corpus_stages.py), or with `--engine spark` the Spark graph of
+pipeline/spark_run.py over the same stages (same output bytes), then publishes: the staged files in DIR/_temporary/ move to
 DIR/clean/, DIR/rejected/ (and DIR/clusters/), and DIR/stats.json is written last, so a
 directory with stats.json is complete and one without it is not. All file access goes
 through transforms/storage.py (local, gs://, s3://).
@@ -39,7 +41,7 @@ UsageError = cli.UsageError
 
 def build_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(COMMAND, "Clean, filter and deduplicate raw Korean text into Parquet corpus shards "
-                                         "(Apache Beam).")
+                                         "(Apache Beam or Apache Spark).")
     parser.add_argument("--input", action="extend", nargs="+", default=None, metavar="PATTERN",
                         help="files, globs or directories (every file under it), local, gs:// or s3://; may be "
                              "repeated; default: the embedded sample corpus")
@@ -81,6 +83,7 @@ def build_parser() -> cli.ArgumentParser:
     cli.add_limit_option(parser, "records of the sorted input files")
     cli.add_output_options(parser, "clean/, rejected/, clusters/ and stats.json")
     cli.add_reporting_options(parser)
+    cli.add_engine_options(parser)
     cli.add_beam_options(parser)
     return parser
 
@@ -289,6 +292,20 @@ def beam_pipeline_options(beam_args: list[str]):
         raise UsageError(str(error)) from None
 
 
+def engine(args, beam_args: list[str], stack: contextlib.ExitStack):
+    """The engine the options ask for: (a function (sources, settings) -> (counts, wall seconds), its description
+    for stats.json: the Beam runner, or the Spark master and version)."""
+    if args.engine == "spark":
+        from pipeline import spark_run
+        from pipeline.spark_session import describe, spark_session
+
+        session = stack.enter_context(spark_session(args.spark_master, args.spark_conf, COMMAND, not args.quiet))
+        return (lambda sources, settings: spark_run.run_graph(session, sources, settings, args.limit)), describe(session)
+    options = beam_pipeline_options(beam_args)
+    return (lambda sources, settings: run_graph(options, sources, settings, args.limit, not args.quiet),
+            cli.runner_in_use(options))
+
+
 def run_graph(options, sources: list, settings, limit: int | None, progress: bool) -> tuple[dict, float]:
     """Build and run the Beam graph (pipeline/beam_run.py); returns the counts of every stage and its wall seconds."""
     import apache_beam as beam
@@ -432,11 +449,24 @@ def run(argv: list[str] | None = None) -> dict:
     args, beam_args = parse_arguments(argv)
     progress = cli.Progress(COMMAND, enabled=not args.quiet)
     check_options(args)
+    cli.check_engine_arguments(args, beam_args)
     sources, estimated_bytes = list_sources(args.input, args.format) if args.input else (None, 0)
     if sources is not None:
         sources = preflight(args, sources, id_field_explicit=any(
             token == "--id-field" or token.startswith("--id-field=") for token in (argv or sys.argv[1:])))
-    options = beam_pipeline_options(beam_args)
+    with contextlib.ExitStack() as stack:
+        run_engine, runner = engine(args, beam_args, stack)
+        stats = run_and_publish(args, beam_args, sources, estimated_bytes, run_engine, runner, progress, started)
+    cli.emit_summary(args, summary(stats), stats)
+    unusable = unusable_run(stats["input_records"], stats["dropped"])
+    if unusable is not None:
+        raise UsageError(f"{unusable}; {args.output}/rejected/ holds an excerpt of each (stats.json: the counts)")
+    return stats
+
+
+def run_and_publish(args, beam_args: list[str], sources: list | None, estimated_bytes: int, run_engine, runner: str,
+                    progress: cli.Progress, started: float) -> dict:
+    """Under the output lock: stage, run the graph, publish, write stats.json (last); returns the stats."""
     with output_problems(args.output):
         lock = cli.OutputLock(args.output).__enter__()
     try:
@@ -445,21 +475,17 @@ def run(argv: list[str] | None = None) -> dict:
         args.components_rounds = args.components_rounds or default_components_rounds(estimated_bytes, args.min_chars)
         settings = run_settings(args, staging, args.num_shards)
         progress.say(f"reading {len(sources):,} file(s) into {settings.num_partitions} partitions")
-        counts, pipeline_seconds = run_graph(options, sources, settings, args.limit, not args.quiet)
+        counts, pipeline_seconds = run_engine(sources, settings)
         progress.say("publishing")
         files = publish_outputs(staging, args.output)
         timings = {"pipeline_seconds": round(pipeline_seconds, 3),
                    "total_seconds": round(time.perf_counter() - started, 3)}
         recorded = {**dict(sorted(vars(args).items())), "beam_options": beam_args,
-                    "runner": cli.runner_in_use(options)}  # every option, resolved
-        stats = build_stats(counts, sources, settings, files, timings, recorded)
+                    "runner": runner}  # every option, resolved
+        stats = {**build_stats(counts, sources, settings, files, timings, recorded), "engine": args.engine}
         storage.write_json_atomic(storage.join(args.output, STATS_FILE), stats, sort_keys=False)
     finally:
         lock.__exit__(None, None, None)
-    cli.emit_summary(args, summary(stats), stats)
-    unusable = unusable_run(stats["input_records"], stats["dropped"])
-    if unusable is not None:
-        raise UsageError(f"{unusable}; {args.output}/rejected/ holds an excerpt of each (stats.json: the counts)")
     return stats
 
 

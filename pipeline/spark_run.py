@@ -1,0 +1,256 @@
+"""The Spark graph of pipeline.run (`--engine spark`): the stages of pipeline/beam_run.py on PySpark RDDs.
+
+Every step calls the same engine-free function as the Beam graph (transforms.corpus_stages,
+transforms.near_pairs, transforms.connected, and pipeline.beam_run.write_joined), on the same
+batches: LineBatches, Arrow record batches and tables, numpy arrays. Beam's GroupByKey is
+`groupByKey` / `cogroup` over the same keys (text partitions, band partitions, pairs'
+partitions), so each Spark task sees what a Beam worker would, and the files written are the
+same bytes (tests/test_spark.py compares them).
+
+A step with several outputs (Beam's tagged outputs) yields (tag, value) pairs into one RDD
+that is persisted (memory, spilling to disk) and split by tag. Every step's tally travels as a
+COUNTS element and is added up by one final action (`add_counts`: sums, `max_*` by max), not
+by accumulators: Spark may run a task twice (a lost executor, speculation), and a counts
+dataset counts only the attempt whose output was used. The components run as Beam's do:
+`rounds` unrolled groupByKey rounds of `connected.contract_round`, `finish`, and only if
+some node is not yet in a star, `fallback_components` in one task. Nothing but counts and
+that one number reach the driver: no edges, ids or records (docs/spark.md).
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from functools import partial
+
+from pipeline import cli
+
+cli.quiet_beam_import()  # executors import beam_run (its engine-free helpers) too: no import-time noise on their stderr
+from pipeline.beam_run import COUNTS_FILE, _columns_to_fetch, add_counts, write_joined
+from transforms import components, connected, corpus_stages, near_pairs, storage
+from transforms.corpus_stages import RunSettings, SourceFile
+
+MAIN, SIDE, COUNTS = "main", "side", "counts"  # the tags of a step's outputs
+
+
+def _tally(total: Counter, tally: Counter) -> Counter:
+    return add_counts(total, tally)
+
+
+# ---------------------------------------------------------------- steps: one Spark partition of elements in
+
+
+def read(groups, settings: RunSettings, limit: int | None):
+    for sources in groups:
+        yield from corpus_stages.read_files(sources, settings, limit)
+
+
+def parse(batches, settings: RunSettings):
+    """LineBatches -> MAIN (text partition, records), SIDE (partition, rejected rows), COUNTS."""
+    total = Counter()
+    for batch in batches:
+        partitions, rejected, tally = corpus_stages.parse_clean_filter(batch, settings)
+        for item in partitions.items():
+            yield MAIN, item
+        for item in rejected.items():
+            yield SIDE, item
+        _tally(total, tally)
+    yield COUNTS, total
+
+
+def dedup(groups, settings: RunSettings):
+    """(text partition, its record batches) -> MAIN (partition, id-sorted table), SIDE (band partition, entries)."""
+    total = Counter()
+    for partition, batches in groups:
+        batches = list(batches)
+        table, bands, tally = corpus_stages.dedup_partition(partition, batches, settings)
+        tally["max_dedup_partition_records"] = sum(batch.num_rows for batch in batches)
+        yield MAIN, (partition, table)
+        for item in bands.items():
+            yield SIDE, item
+        _tally(total, tally)
+    yield COUNTS, total
+
+
+def bucket_pairs(groups):
+    """(band partition, entries) -> MAIN (pairs' partition, pairs), SIDE (text partition, text requests)."""
+    total = Counter()
+    for _, entries in groups:
+        entries = list(entries)
+        pairs, tally = near_pairs.bucket_pairs(entries)
+        tally["max_band_partition_entries"] = sum(len(e["key"]) for e in entries)
+        by_dest, requests = near_pairs.route_pairs(pairs)
+        for item in by_dest.items():
+            yield MAIN, item
+        for item in requests.items():
+            yield SIDE, item
+        _tally(total, tally)
+    yield COUNTS, total
+
+
+def fetch_texts(joined, settings: RunSettings):
+    """(text partition, (its records, requests)) -> MAIN (pairs' partition, fetched texts)."""
+    total = Counter()
+    for partition, (records, requests) in joined:
+        requests = list(requests)
+        fetched, tally = near_pairs.fetch_texts(partition, records, requests, settings.keep)
+        tally["max_fetch_requests"] = sum(len(r["row"]) for r in requests)
+        for item in fetched.items():
+            yield MAIN, item
+        _tally(total, tally)
+    yield COUNTS, total
+
+
+def verify_pairs(joined, settings: RunSettings):
+    """(pairs' partition, (pairs, fetched texts)) -> MAIN edges at the threshold."""
+    total, near = Counter(), settings.near
+    for _, (pairs, texts) in joined:
+        pairs = list(pairs)
+        edges, tally = near_pairs.verify_candidates(pairs, texts, near.ngram, near.threshold)
+        tally["max_verify_pairs"] = sum(len(p) for p in pairs)
+        if edges is not None:
+            yield MAIN, edges
+        _tally(total, tally)
+    yield COUNTS, total
+
+
+def bucket_edges(groups):
+    """--no-verify: (band partition, entries) -> MAIN a star per bucket."""
+    for _, entries in groups:
+        edges = components.bucket_edges(entries)
+        if edges:
+            yield MAIN, edges
+
+
+def contract(groups, first: bool):
+    """(text partition, entries) -> MAIN the next round's (partition, entries); COUNTS of the first round only
+    (as in Beam, whose later rounds report to its counters alone)."""
+    total = Counter()
+    for partition, entries in groups:
+        routed, tally = connected.contract_round(partition, entries, first)
+        for item in routed.items():
+            yield MAIN, item
+        _tally(total, tally)
+    if first:
+        yield COUNTS, total
+
+
+def finish(groups, first: bool):
+    """(text partition, entries) -> MAIN (partition, cluster rows), SIDE its unconverged nodes, COUNTS."""
+    total, unconverged = Counter(), 0
+    for partition, entries in groups:
+        rows, left, tally = connected.finish(partition, entries, first)
+        if rows is not None:
+            yield MAIN, (partition, rows)
+        unconverged += left
+        _tally(total, tally)
+    yield SIDE, unconverged
+    yield COUNTS, total
+
+
+def write(joined, settings: RunSettings, near: bool):
+    """(text partition, records or (records, cluster rows)) -> its Parquet file(s) in the staging dir; COUNTS."""
+    total = Counter()
+    for partition, value in joined:
+        if near:
+            value = {"records": list(value[0]), "clusters": list(value[1])}
+        path, tally = write_joined(partition, value, settings)
+        if path is not None:
+            _tally(total, tally)
+    yield COUNTS, total
+
+
+def write_rejected(groups, settings: RunSettings):
+    for partition, rejects in groups:
+        corpus_stages.write_rejected(partition, rejects, settings)
+    yield COUNTS, Counter()
+
+
+# ---------------------------------------------------------------- the graph
+
+
+def _persist(rdd, persisted: list):
+    """Keep an RDD that several steps read (in memory, spilling to disk), to unpersist at the end."""
+    from pyspark import StorageLevel
+
+    persisted.append(rdd.persist(StorageLevel.MEMORY_AND_DISK))
+    return rdd
+
+
+class _Outputs:
+    """A step's tagged output, persisted once and split by tag."""
+
+    def __init__(self, rdd, persisted: list):
+        self.rdd = _persist(rdd, persisted)
+
+    def __getitem__(self, tag: str):
+        return self.rdd.filter(lambda item: item[0] == tag).map(lambda item: item[1])
+
+
+def run_graph(session, sources: list[SourceFile], settings: RunSettings, limit: int | None = None
+              ) -> tuple[dict, float]:
+    """pipeline.run's graph on Spark; its files land in settings.staging. Returns the counts of every step (also
+    written to DIR/_temporary/counts.json, as the Beam graph does) and the wall seconds."""
+    started = time.perf_counter()
+    context = session.sparkContext
+    n = settings.num_partitions
+    persisted: list = []
+    file_groups = [sources] if limit is not None else [[source] for source in sources]
+    lines = context.parallelize(file_groups, len(file_groups)).mapPartitions(partial(read, settings=settings,
+                                                                                     limit=limit))
+    lines = lines.repartition(max(context.defaultParallelism, len(file_groups)))  # Beam's Spread (Reshuffle)
+    parsed = _Outputs(lines.mapPartitions(partial(parse, settings=settings)), persisted)
+    deduped = _Outputs(parsed[MAIN].groupByKey(n).mapPartitions(partial(dedup, settings=settings)), persisted)
+    records, count_streams = deduped[MAIN], [parsed[COUNTS], deduped[COUNTS]]
+    if settings.near is not None:
+        clusters, near_counts = _near_duplicates(deduped[SIDE], records, settings, persisted)
+        count_streams += near_counts
+        written = records.cogroup(clusters, n).mapPartitions(partial(write, settings=settings, near=True))
+    else:
+        written = records.mapPartitions(partial(write, settings=settings, near=False))
+    rejected = parsed[SIDE].groupByKey(n).mapPartitions(partial(write_rejected, settings=settings))
+    written_counts = [step.map(lambda item: item[1]) for step in (written, rejected)]  # their only outputs
+    counts = context.union(count_streams + written_counts).treeAggregate(Counter(), add_counts, add_counts)
+    for rdd in persisted:
+        rdd.unpersist()
+    counts = dict(counts)
+    storage.write_json_atomic(storage.join(settings.staging, COUNTS_FILE), counts)
+    return counts, time.perf_counter() - started
+
+
+def _near_duplicates(bands, records, settings: RunSettings, persisted: list):
+    """Band entries (+ the records, to fetch candidates' texts) -> (partition, cluster rows), count streams."""
+    n, near = settings.num_partitions, settings.near
+    grouped = bands.groupByKey(n)
+    if not near.verify:
+        edges = grouped.mapPartitions(bucket_edges).map(lambda item: item[1])
+        clusters, component_counts = _components(edges, near.rounds, n, persisted)
+        return clusters, component_counts
+    proposed = _Outputs(grouped.mapPartitions(bucket_pairs), persisted)
+    to_fetch = records.map(partial(_columns_to_fetch, settings=settings))
+    fetched = _Outputs(to_fetch.cogroup(proposed[SIDE], n).mapPartitions(partial(fetch_texts, settings=settings)),
+                       persisted)
+    verified = _Outputs(proposed[MAIN].cogroup(fetched[MAIN], n).mapPartitions(partial(verify_pairs,
+                                                                                     settings=settings)), persisted)
+    clusters, component_counts = _components(verified[MAIN], near.rounds, n, persisted)
+    return clusters, [proposed[COUNTS], fetched[COUNTS], verified[COUNTS], *component_counts]
+
+
+def _components(edges, rounds: int, n: int, persisted: list):
+    """Edges -> (partition, cluster rows), count streams: Beam's unrolled rounds, finish and fallback."""
+    entries = edges.flatMap(lambda batch: connected.edge_entries(batch).items())
+    counts = []
+    for round_number in range(rounds):
+        stepped = entries.groupByKey(n).mapPartitions(partial(contract, first=round_number == 0))
+        if round_number == 0:
+            stepped = _Outputs(stepped, persisted)
+            counts.append(stepped[COUNTS])
+            entries = stepped[MAIN]
+        else:
+            entries = stepped.map(lambda item: item[1])
+    remaining = _persist(entries.groupByKey(n), persisted)
+    finished = _Outputs(remaining.mapPartitions(partial(finish, first=rounds == 0)), persisted)
+    counts.append(finished[COUNTS])
+    if finished[SIDE].sum():  # a count, the one value the driver reads back: some component is no star yet
+        return remaining.coalesce(1).mapPartitions(
+            lambda groups: connected.fallback_components(groups).items()), counts
+    return finished[MAIN], counts
