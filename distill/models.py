@@ -49,19 +49,19 @@ def check_model_path(name_or_path: str, who: str) -> None:
         raise ValueError(f"{who} {name_or_path}: no such directory")
 
 
-def load_teacher(name_or_path: str) -> tuple[BertForMaskedLM, bool]:
-    """(model, whether its checkpoint had an MLM head): a BERT masked-LM teacher from a local
-    directory or a hub id, in eval mode, frozen, fp32 (cast to bf16 on the device later, after
-    the student has copied what it needs)."""
-    check_model_path(name_or_path, "--teacher")
+def load_teacher(name_or_path: str, option: str = "--teacher") -> tuple[BertForMaskedLM, bool]:
+    """(model, whether its checkpoint had an MLM head): a BERT masked-LM teacher (or, for
+    distill.extend, the model named by `option`) from a local directory or a hub id, in eval mode,
+    frozen, fp32 (cast to bf16 on the device later, after the student has copied what it needs)."""
+    check_model_path(name_or_path, option)
     try:
         model, info = AutoModelForMaskedLM.from_pretrained(
             name_or_path, attn_implementation="sdpa", output_loading_info=True
         )
     except (OSError, ValueError) as error:
-        raise ValueError(f"cannot load the teacher {name_or_path!r}: {error}") from error
+        raise ValueError(f"cannot load {option} {name_or_path!r}: {error}") from error
     if not isinstance(model, BertForMaskedLM):
-        raise ValueError(f"the teacher must be a BERT model (model_type 'bert'), {name_or_path} is {model.config.model_type!r}")
+        raise ValueError(f"{option} must be a BERT model (model_type 'bert'), {name_or_path} is {model.config.model_type!r}")
     model.eval().requires_grad_(False)
     return model, not any(key.startswith("cls.") for key in info["missing_keys"])
 
