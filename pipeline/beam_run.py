@@ -34,16 +34,12 @@ from apache_beam.metrics import Metrics
 
 from pipeline import cli
 from transforms import components, connected, corpus_stages, near_pairs, storage
-from transforms.corpus_stages import RunSettings, SourceFile
+from transforms.corpus_stages import MAX_PREFIX, RunSettings, SourceFile, add_counts, write_joined
 
 METRICS_NAMESPACE = "koforge"
 COUNTS = "counts"  # the tagged output of every DoFn's tally
 COUNTS_FILE = "counts.json"  # in the staging dir: the sum of every stage's tally, read back by pipeline/run.py
-CLUSTER_SIZE_COUNT = "near_dedup_cluster_size_"  # + size: clusters of that size, a count in counts.json
 PROGRESS_COMMAND = "pipeline.run"
-
-
-MAX_PREFIX = "max_"  # a count combined by max, not sum: the most one key / one bundle held (bench/bench_scale.py)
 
 
 def report(tally: Counter):
@@ -56,16 +52,6 @@ def report(tally: Counter):
             else:
                 Metrics.counter(METRICS_NAMESPACE, name).inc(value)
     return beam.pvalue.TaggedOutput(COUNTS, dict(tally))
-
-
-def add_counts(total: Counter, counts: dict) -> Counter:
-    """Adds a tally into a total: sums, except `max_*` counts, which keep the largest value."""
-    for name, value in counts.items():
-        if name.startswith(MAX_PREFIX):
-            total[name] = max(total.get(name, 0), value)
-        else:
-            total[name] += value
-    return total
 
 
 class ReadLines(beam.DoFn):
@@ -153,32 +139,6 @@ class WritePartition(beam.DoFn):
         yield path
         self.written += 1
         self.progress.count(self.written, "partitions written", self.settings.num_partitions)
-
-
-def write_joined(partition: int, table, settings: RunSettings) -> tuple[str | None, Counter]:
-    """One partition's records (with near dedup: joined with its cluster rows) -> its written file, tally.
-
-    `table` is the records' table, or with near dedup {"records": [its table] or [],
-    "clusters": [its rows] or []}; (None, no tally) when the partition has no records.
-    Engine-free, so the Spark graph (pipeline/spark_run.py) writes through it too.
-    """
-    removed, cluster_tally = None, Counter()
-    if isinstance(table, dict):
-        tables, clusters = list(table["records"]), list(table["clusters"])
-        if not tables:
-            return None, Counter()
-        table = tables[0]
-        if clusters:
-            rows = clusters[0]
-            removed = rows["id"][~rows["kept"]]
-            cluster_tally.update({f"{CLUSTER_SIZE_COUNT}{size}": n for size, n in rows["sizes"].items()})
-            cluster_tally["max_write_removed_ids"] = len(removed)
-            if settings.write_clusters:
-                corpus_stages.write_clusters(partition, rows, settings)
-    path, tally = corpus_stages.write_partition(partition, table, removed, settings)
-    tally.update(cluster_tally)
-    tally["max_write_records"] = table.num_rows
-    return path, tally
 
 
 class SumCounts(beam.CombineFn):
@@ -320,12 +280,6 @@ def build_graph(pipeline: beam.Pipeline, sources: list[SourceFile], settings: Ru
     )
 
 
-def _columns_to_fetch(element, settings: RunSettings):
-    """(partition, records) with only what verification fetches: id, text and a --keep rule's field."""
-    partition, table = element
-    return partition, table.select(["id", "text"] + ([settings.keep.field] if settings.keep.field else []))
-
-
 def _near_duplicates(bands, records, settings: RunSettings):
     """Band entries (+ the records, to fetch candidates' texts) -> cluster rows by text partition, count streams.
 
@@ -341,7 +295,7 @@ def _near_duplicates(bands, records, settings: RunSettings):
         proposed = grouped | "BucketPairs" >> beam.ParDo(BucketPairs()).with_outputs(
             BucketPairs.REQUESTS, COUNTS, main="pairs")
         fetched = (
-            {"records": records | "RecordsToFetch" >> beam.Map(_columns_to_fetch, settings),
+            {"records": records | "RecordsToFetch" >> beam.Map(corpus_stages.columns_to_fetch, settings),
              "requests": proposed[BucketPairs.REQUESTS]}
             | "JoinRequests" >> beam.CoGroupByKey()
             | "FetchTexts" >> beam.ParDo(FetchTexts(settings)).with_outputs(COUNTS, main="texts")

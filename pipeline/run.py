@@ -372,7 +372,8 @@ def quoting_stats(counts: Counter, sources: list) -> dict | None:
 
 
 def near_dedup_stats(counts: Counter, near) -> dict:
-    from pipeline.beam_run import CLUSTER_SIZE_COUNT
+    from transforms.corpus_stages import CLUSTER_SIZE_COUNT
+
     sizes = sorted((int(key[len(CLUSTER_SIZE_COUNT):]), n) for key, n in counts.items()
                    if key.startswith(CLUSTER_SIZE_COUNT))
     return {"threshold": near.threshold, "num_perm": near.num_perm, "ngram": near.ngram, "bands": near.bands,

@@ -1,7 +1,7 @@
 """The Spark graph of pipeline.run (`--engine spark`): the stages of pipeline/beam_run.py on PySpark RDDs.
 
 Every step calls the same engine-free function as the Beam graph (transforms.corpus_stages,
-transforms.near_pairs, transforms.connected, and pipeline.beam_run.write_joined), on the same
+transforms.near_pairs, transforms.connected), on the same
 batches: LineBatches, Arrow record batches and tables, numpy arrays. Beam's GroupByKey is
 `groupByKey` / `cogroup` over the same keys (text partitions, band partitions, pairs'
 partitions), so each Spark task sees what a Beam worker would, and the files written are the
@@ -22,12 +22,8 @@ import time
 from collections import Counter
 from functools import partial
 
-from pipeline import cli
-
-cli.quiet_beam_import()  # executors import beam_run (its engine-free helpers) too: no import-time noise on their stderr
-from pipeline.beam_run import COUNTS_FILE, _columns_to_fetch, add_counts, write_joined
-from transforms import components, connected, corpus_stages, near_pairs, storage
-from transforms.corpus_stages import RunSettings, SourceFile
+from transforms import components, connected, corpus_stages, near_pairs
+from transforms.corpus_stages import RunSettings, SourceFile, add_counts, columns_to_fetch, write_joined
 
 MAIN, SIDE, COUNTS = "main", "side", "counts"  # the tags of a step's outputs
 
@@ -39,9 +35,18 @@ def _tally(total: Counter, tally: Counter) -> Counter:
 # ---------------------------------------------------------------- steps: one Spark partition of elements in
 
 
-def read(groups, settings: RunSettings, limit: int | None):
+def read_files(groups, settings: RunSettings, limit: int | None):
     for sources in groups:
         yield from corpus_stages.read_files(sources, settings, limit)
+
+
+def count_lines(file_range):
+    return file_range.source.path, (file_range, corpus_stages.count_range_lines(file_range))
+
+
+def read_ranges(ranges, settings: RunSettings):
+    for file_range in ranges:
+        yield from corpus_stages.read_range(file_range, settings)
 
 
 def parse(batches, settings: RunSettings):
@@ -188,66 +193,80 @@ class _Outputs:
 
 def run_graph(session, sources: list[SourceFile], settings: RunSettings, limit: int | None = None
               ) -> tuple[dict, float]:
-    """pipeline.run's graph on Spark; its files land in settings.staging. Returns the counts of every step (also
-    written to DIR/_temporary/counts.json, as the Beam graph does) and the wall seconds."""
+    """pipeline.run's graph on Spark; its files land in settings.staging. Returns the counts of every step and the
+    wall seconds."""
     started = time.perf_counter()
     context = session.sparkContext
-    n = settings.num_partitions
+    shuffle = partial(_group, tasks=min(settings.num_partitions, context.defaultParallelism))
     persisted: list = []
-    file_groups = [sources] if limit is not None else [[source] for source in sources]
-    lines = context.parallelize(file_groups, len(file_groups)).mapPartitions(partial(read, settings=settings,
-                                                                                     limit=limit))
-    lines = lines.repartition(max(context.defaultParallelism, len(file_groups)))  # Beam's Spread (Reshuffle)
-    parsed = _Outputs(lines.mapPartitions(partial(parse, settings=settings)), persisted)
-    deduped = _Outputs(parsed[MAIN].groupByKey(n).mapPartitions(partial(dedup, settings=settings)), persisted)
+    parsed = _Outputs(_line_batches(context, sources, settings, limit).mapPartitions(partial(parse, settings=settings)),
+                      persisted)
+    deduped = _Outputs(shuffle(parsed[MAIN]).mapPartitions(partial(dedup, settings=settings)), persisted)
     records, count_streams = deduped[MAIN], [parsed[COUNTS], deduped[COUNTS]]
     if settings.near is not None:
-        clusters, near_counts = _near_duplicates(deduped[SIDE], records, settings, persisted)
+        clusters, near_counts = _near_duplicates(deduped[SIDE], records, settings, shuffle, persisted)
         count_streams += near_counts
-        written = records.cogroup(clusters, n).mapPartitions(partial(write, settings=settings, near=True))
+        written = shuffle(records, clusters).mapPartitions(partial(write, settings=settings, near=True))
     else:
         written = records.mapPartitions(partial(write, settings=settings, near=False))
-    rejected = parsed[SIDE].groupByKey(n).mapPartitions(partial(write_rejected, settings=settings))
+    rejected = shuffle(parsed[SIDE]).mapPartitions(partial(write_rejected, settings=settings))
     written_counts = [step.map(lambda item: item[1]) for step in (written, rejected)]  # their only outputs
     counts = context.union(count_streams + written_counts).treeAggregate(Counter(), add_counts, add_counts)
     for rdd in persisted:
         rdd.unpersist()
-    counts = dict(counts)
-    storage.write_json_atomic(storage.join(settings.staging, COUNTS_FILE), counts)
-    return counts, time.perf_counter() - started
+    return dict(counts), time.perf_counter() - started
 
 
-def _near_duplicates(bands, records, settings: RunSettings, persisted: list):
+def _line_batches(context, sources: list[SourceFile], settings: RunSettings, limit: int | None):
+    """The LineBatches of every input file, read as Beam's graph reads them: under --limit one task reads the files
+    in order; else large uncompressed files in byte ranges (corpus_stages.plan_ranges: the lines of each range
+    counted, numbered per file, then read), one task per range, which parses what it reads."""
+    if limit is not None:
+        batches = context.parallelize([sources], 1).mapPartitions(partial(read_files, settings=settings, limit=limit))
+        return batches.repartition(context.defaultParallelism)  # Beam's Spread: parse on every core
+    planned = corpus_stages.plan_ranges(sources, settings.read_range_bytes)
+    numbered = (context.parallelize(planned, len(planned)).map(count_lines).groupByKey()
+                .flatMap(lambda element: corpus_stages.number_ranges(element[1])))
+    return numbered.repartition(len(planned)).mapPartitions(partial(read_ranges, settings=settings))
+
+
+def _group(rdd, other=None, *, tasks: int):
+    """Beam's GroupByKey (or with `other`, a two-way CoGroupByKey) over text or band partitions, in `tasks` Spark
+    partitions: each task takes its keys one at a time, so fewer tasks than keys changes no output, only the
+    scheduling (one task per core, not per key)."""
+    return rdd.groupByKey(tasks) if other is None else rdd.cogroup(other, tasks)
+
+
+def _near_duplicates(bands, records, settings: RunSettings, shuffle, persisted: list):
     """Band entries (+ the records, to fetch candidates' texts) -> (partition, cluster rows), count streams."""
-    n, near = settings.num_partitions, settings.near
-    grouped = bands.groupByKey(n)
+    near = settings.near
+    grouped = shuffle(bands)
     if not near.verify:
         edges = grouped.mapPartitions(bucket_edges).map(lambda item: item[1])
-        clusters, component_counts = _components(edges, near.rounds, n, persisted)
-        return clusters, component_counts
+        return _components(edges, near.rounds, shuffle, persisted)
     proposed = _Outputs(grouped.mapPartitions(bucket_pairs), persisted)
-    to_fetch = records.map(partial(_columns_to_fetch, settings=settings))
-    fetched = _Outputs(to_fetch.cogroup(proposed[SIDE], n).mapPartitions(partial(fetch_texts, settings=settings)),
+    to_fetch = records.map(partial(columns_to_fetch, settings=settings))
+    fetched = _Outputs(shuffle(to_fetch, proposed[SIDE]).mapPartitions(partial(fetch_texts, settings=settings)),
                        persisted)
-    verified = _Outputs(proposed[MAIN].cogroup(fetched[MAIN], n).mapPartitions(partial(verify_pairs,
-                                                                                     settings=settings)), persisted)
-    clusters, component_counts = _components(verified[MAIN], near.rounds, n, persisted)
+    verified = _Outputs(shuffle(proposed[MAIN], fetched[MAIN]).mapPartitions(partial(verify_pairs, settings=settings)),
+                        persisted)
+    clusters, component_counts = _components(verified[MAIN], near.rounds, shuffle, persisted)
     return clusters, [proposed[COUNTS], fetched[COUNTS], verified[COUNTS], *component_counts]
 
 
-def _components(edges, rounds: int, n: int, persisted: list):
+def _components(edges, rounds: int, shuffle, persisted: list):
     """Edges -> (partition, cluster rows), count streams: Beam's unrolled rounds, finish and fallback."""
     entries = edges.flatMap(lambda batch: connected.edge_entries(batch).items())
     counts = []
     for round_number in range(rounds):
-        stepped = entries.groupByKey(n).mapPartitions(partial(contract, first=round_number == 0))
+        stepped = shuffle(entries).mapPartitions(partial(contract, first=round_number == 0))
         if round_number == 0:
             stepped = _Outputs(stepped, persisted)
             counts.append(stepped[COUNTS])
             entries = stepped[MAIN]
         else:
             entries = stepped.map(lambda item: item[1])
-    remaining = _persist(entries.groupByKey(n), persisted)
+    remaining = _persist(shuffle(entries), persisted)
     finished = _Outputs(remaining.mapPartitions(partial(finish, first=rounds == 0)), persisted)
     counts.append(finished[COUNTS])
     if finished[SIDE].sum():  # a count, the one value the driver reads back: some component is no star yet

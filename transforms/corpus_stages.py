@@ -40,6 +40,8 @@ LINES_PER_BATCH = 20_000
 ARROW_TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64()}
 SORT_KEYS = [("id", "ascending"), ("source", "ascending"), ("line", "ascending")]  # the survivor order
 PARQUET_OPTIONS = {"compression": "zstd", "row_group_size": 128 * 1024, "write_statistics": True}  # fixed: same bytes
+CLUSTER_SIZE_COUNT = "near_dedup_cluster_size_"  # + size: clusters of that size, a count in counts.json
+MAX_PREFIX = "max_"  # a count combined by max, not sum: the most one key / one bundle held (bench/bench_scale.py)
 
 
 @dataclass(frozen=True)
@@ -539,3 +541,48 @@ def write_parquet(table: pa.Table, path: str) -> None:
     """Deterministic Parquet bytes for a table (fixed options), through transforms.storage."""
     with storage.open_output(path) as handle:
         pq.write_table(table, handle, **PARQUET_OPTIONS)
+
+
+# ---------------------------------------------------------------- shared by the engines' adapters
+
+
+def add_counts(total: Counter, counts: dict) -> Counter:
+    """Adds a tally into a total: sums, except `max_*` counts, which keep the largest value."""
+    for name, value in counts.items():
+        if name.startswith(MAX_PREFIX):
+            total[name] = max(total.get(name, 0), value)
+        else:
+            total[name] += value
+    return total
+
+
+def write_joined(partition: int, table, settings: RunSettings) -> tuple[str | None, Counter]:
+    """One partition's records (with near dedup: joined with its cluster rows) -> its written file, tally.
+
+    `table` is the records' table, or with near dedup {"records": [its table] or [],
+    "clusters": [its rows] or []}; (None, no tally) when the partition has no records.
+    The Beam and Spark graphs both write through it.
+    """
+    removed, cluster_tally = None, Counter()
+    if isinstance(table, dict):
+        tables, clusters = list(table["records"]), list(table["clusters"])
+        if not tables:
+            return None, Counter()
+        table = tables[0]
+        if clusters:
+            rows = clusters[0]
+            removed = rows["id"][~rows["kept"]]
+            cluster_tally.update({f"{CLUSTER_SIZE_COUNT}{size}": n for size, n in rows["sizes"].items()})
+            cluster_tally["max_write_removed_ids"] = len(removed)
+            if settings.write_clusters:
+                write_clusters(partition, rows, settings)
+    path, tally = write_partition(partition, table, removed, settings)
+    tally.update(cluster_tally)
+    tally["max_write_records"] = table.num_rows
+    return path, tally
+
+
+def columns_to_fetch(element, settings: RunSettings):
+    """(partition, records) with only what near-dedup verification fetches: id, text and a --keep rule's field."""
+    partition, table = element
+    return partition, table.select(["id", "text"] + ([settings.keep.field] if settings.keep.field else []))
