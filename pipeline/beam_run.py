@@ -208,15 +208,30 @@ class VerifyPairs(beam.DoFn):
 
 
 class ContractRound(beam.DoFn):
-    """One text partition's adjacency -> one round's edges (each connected piece a star), by text partition."""
+    """One text partition's adjacency -> one round's edges (each connected piece a star), by text partition.
 
-    def __init__(self, first: bool):
-        self.first = first
+    With `check` (transforms.connected.CHECKED_ROUNDS), how many of the input's nodes are not in a star yet
+    goes to UNCONVERGED. Given that sum for the round before (`left`) and it is 0, that round's input was all
+    stars, so this one's is the same stars: it finishes them (Finish's rows and counts) and passes nothing on.
+    """
 
-    def process(self, element):
-        routed, tally = connected.contract_round(element[0], element[1], self.first)
+    UNCONVERGED, ROWS = "unconverged", "rows"
+
+    def __init__(self, first: bool, check: bool):
+        self.first, self.check = first, check
+
+    def process(self, element, left=None):
+        if left == 0:
+            rows, _, tally = connected.finish(element[0], element[1])
+            if rows is not None:
+                yield beam.pvalue.TaggedOutput(self.ROWS, (element[0], rows))
+            yield report(tally)
+            return
+        routed, tally = connected.contract_round(element[0], element[1], self.first, self.check)
         yield from routed.items()
-        counts = report(tally)  # Beam counters every round; the counts output (one more per stage) the first only
+        if self.check:
+            yield beam.pvalue.TaggedOutput(self.UNCONVERGED, tally.pop(connected.ROUND_UNCONVERGED))
+        counts = report(tally)  # Beam counters every round; the counts output the first round's only
         if self.first:
             yield counts
 
@@ -318,21 +333,26 @@ def _components(edges, rounds: int):
     """Edges -> (partition, cluster rows) of every text partition with a node, and count streams.
 
     `rounds` rounds, each a GroupByKey of the adjacency by text partition and a
-    `contract_round` (transforms.connected), then `Finish`. If some node is not in a star yet (too
-    few rounds for this graph), the rows of Finish are dropped and one union-find over the
-    remaining edges (`Fallback`) gives them instead: slower and in one worker, never wrong.
+    `contract_round` (transforms.connected), then `Finish`. After each of connected.CHECKED_ROUNDS the
+    nodes not yet in a star are summed (`LeftN`); when none are, the next round finishes (`ContractRound`)
+    and the rounds after it run over nothing, so a graph that converges early does not carry its stars
+    through every unrolled round. If some node is not in a star after the last round (too few rounds for
+    this graph), the rows of Finish are dropped and one union-find over the remaining edges (`Fallback`)
+    gives them instead: slower and in one worker, never wrong.
     """
     entries = edges | "EdgeEntries" >> beam.FlatMap(lambda batch: connected.edge_entries(batch).items())
-    counts = []
-    for round_number in range(rounds):
-        step = f"Contract{round_number + 1}"
-        grouped = entries | f"Group{step}" >> beam.GroupByKey()
-        if round_number == 0:
-            stepped = grouped | step >> beam.ParDo(ContractRound(first=True)).with_outputs(COUNTS, main="entries")
-            entries = stepped.entries
-            counts.append(stepped[COUNTS])
-        else:
-            entries = grouped | step >> beam.ParDo(ContractRound(first=False))
+    counts, early_rows, left = [], [], None
+    for number in range(1, rounds + 1):
+        step = f"Contract{number}"
+        check = number in connected.CHECKED_ROUNDS
+        stepped = (entries | f"Group{step}" >> beam.GroupByKey()
+                   | step >> beam.ParDo(ContractRound(number == 1, check), *([left] if left else [])).with_outputs(
+                       COUNTS, ContractRound.UNCONVERGED, ContractRound.ROWS, main="entries"))
+        entries = stepped.entries
+        counts.append(stepped[COUNTS])
+        early_rows.append(stepped[ContractRound.ROWS])
+        left = beam.pvalue.AsSingleton(stepped[ContractRound.UNCONVERGED] | f"Left{number}" >> beam.CombineGlobally(
+            sum)) if check else None
     remaining = entries | "GroupFinish" >> beam.GroupByKey()
     finished = remaining | "Finish" >> beam.ParDo(Finish(first=rounds == 0)).with_outputs(
         Finish.UNCONVERGED, COUNTS, main="rows")
@@ -346,5 +366,5 @@ def _components(edges, rounds: int):
         | "CollectRemaining" >> beam.combiners.ToList()
         | "Fallback" >> beam.FlatMap(lambda remainder: connected.fallback_components(remainder).items())
     )
-    rows = (converged_rows, fallback_rows) | "ClusterRows" >> beam.Flatten()
+    rows = (converged_rows, fallback_rows, *early_rows) | "ClusterRows" >> beam.Flatten()
     return rows, counts + [finished[COUNTS]]

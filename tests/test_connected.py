@@ -141,3 +141,30 @@ def test_the_beam_rounds_give_the_exact_clusters_and_fall_back_when_unrolled_too
     with beam.Pipeline(runner="FnApiRunner") as pipeline:
         rows, counts = beam_run._components(pipeline | beam.Create(batches), rounds)
         assert_that(rows, exact)
+
+
+def test_the_beam_rounds_stop_carrying_stars_once_a_checked_round_saw_them_converged():
+    """Clusters of 2-4 nodes are stars after two rounds: round 2's check finds none left, round 3 finishes them,
+    and rounds 4..24 run over nothing (the entries summed over all rounds stay at a few rounds' worth)."""
+    import apache_beam as beam
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from pipeline import beam_run
+
+    rng = np.random.default_rng(6)
+    pairs = np.concatenate([np.stack([base, base + rng.integers(1, 4, len(base))], axis=1)
+                            for base in (np.arange(0, 4000, 8), np.arange(4, 4000, 8))])
+    batches = [as_edges(part) for part in np.array_split(pairs, 3)]
+    from apache_beam.testing.util import assert_that
+
+    def exact(elements):
+        assert result_map(dict(elements)) == expected(pairs, 4000)
+
+    pipeline = beam.Pipeline(runner="FnApiRunner")
+    rows, _ = beam_run._components(pipeline | beam.Create(batches), 24)
+    assert_that(rows, exact)
+    result = pipeline.run()
+    result.wait_until_finish()
+    query = result.metrics().query(MetricsFilter().with_name("components_entries"))["counters"]
+    shuffled = sum(counter.committed for counter in query)
+    assert 0 < shuffled <= 3 * 2 * 2 * len(pairs)  # rounds 1-3 at most (2 entries an edge, doubled by both ends)
