@@ -49,11 +49,7 @@ class TokenizeUnits(beam.DoFn):
         self.tokenizer = stages.load_tokenizer(self.settings.staged_tokenizer_json)
 
     def process(self, unit: stages.ReadUnit):
-        table = stages.read_unit(unit, self.settings.text_field)
-        try:
-            batches, tally = stages.tokenize_unit(table, self.settings, self.tokenizer)
-        except ValueError as err:
-            raise ValueError(f"{unit.path}, row group {unit.row_group}: {err}") from err
+        batches, tally = stages.tokenize_read_unit(unit, self.settings, self.tokenizer)
         count(tally)
         yield from batches.items()
 

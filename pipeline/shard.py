@@ -4,10 +4,12 @@
         [--seq-len 128] [--packing concat|none] [--validation-fraction 0.01] [--shard-tokens N]
         [--seed 0] [--text-field text] [--limit N] [--overwrite] [--quiet] [--json]
         [--preset NAME] [any Beam pipeline option]
+        [--engine spark [--spark-master URL] [--spark-conf KEY=VALUE ...]]
 
 The command, in order: parse the arguments -> one frozen ShardSettings -> preflight (inputs,
 tokenizer, output: usage errors, exit 2, before any work) -> the Beam graph
-(pipeline/beam_shard.py, around the stages of transforms/shard_stages.py), writing into the
+(pipeline/beam_shard.py, around the stages of transforms/shard_stages.py), or with `--engine
+spark` the Spark graph over the same stages (pipeline/spark_shard.py; same bytes), writing into the
 staging directory -> publish -> manifest.json, last. Options and behaviour: docs/shard.md;
 the files: docs/formats.md (koforge-token-shards/1); the shared conventions: docs/cli.md.
 """
@@ -18,6 +20,7 @@ import dataclasses
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from pipeline import cli
 from tokenizer_training.loading import TokenizerSourceError, looks_local
@@ -54,6 +57,7 @@ def build_parser() -> cli.ArgumentParser:
     cli.add_limit_option(parser, "documents")
     cli.add_output_options(parser, "token shards (manifest.json, train/, validation/, tokenizer/)")
     cli.add_reporting_options(parser)
+    cli.add_engine_options(parser)
     cli.add_beam_options(parser)
     return parser
 
@@ -136,7 +140,7 @@ def stage_tokenizer(plan: Plan) -> str:
     return ts.tokenizer_fingerprint(settings.staged_tokenizer)
 
 
-def publish(plan: Plan, fingerprint: str) -> dict:
+def publish(plan: Plan, fingerprint: str, engine: str = "beam") -> dict:
     """Move the staged shards and tokenizer into place, then write manifest.json last; return it."""
     settings = plan.settings
     splits, moves = split_summaries(read_index(settings))
@@ -150,7 +154,7 @@ def publish(plan: Plan, fingerprint: str) -> dict:
         "format": ts.FORMAT, "seq_len": settings.seq_len, "packing": settings.packing, "dtype": settings.dtype,
         "vocab_size": plan.vocab_size, "special_tokens": settings.special_tokens,
         "tokenizer_fingerprint": fingerprint, "options": settings.options(plan.input_files),
-        "documents_read": plan.documents, "splits": splits,
+        "documents_read": plan.documents, "splits": splits, "engine": engine,
     }
     storage.write_json_atomic(storage.join(settings.output, ts.MANIFEST_NAME), manifest)
     return manifest
@@ -177,6 +181,16 @@ def progress_lines(progress: cli.Progress, tally, total: int):
         thread.join()
 
 
+def watch_progress(args, progress: cli.Progress, total: int):
+    """`progress_lines` on the in-process Beam runner's tally; nothing with --quiet or on Spark (its console
+    progress)."""
+    if args.quiet or args.engine != "beam":
+        return contextlib.nullcontext()
+    from pipeline import beam_shard
+
+    return progress_lines(progress, beam_shard.LOCAL_TALLY, total)
+
+
 def summaries(manifest: dict, counters: dict[str, int], output: str, seconds: float) -> tuple[str, dict]:
     """The human summary and the machine-readable one (--json)."""
     splits = {split: {key: value for key, value in info.items() if key != "shards"} | {"shards": len(info["shards"])}
@@ -198,10 +212,14 @@ def summaries(manifest: dict, counters: dict[str, int], output: str, seconds: fl
 # ---------------------------------------------------------------- the command
 
 
-def shard(settings: ShardSettings, args, beam_args: list[str]) -> dict:
-    """The command's body, after parsing; returns the manifest."""
-    started = time.perf_counter()
-    progress = cli.Progress(COMMAND, enabled=not args.quiet)
+def engine(args, beam_args: list[str], stack: contextlib.ExitStack):
+    """(a function (units, settings) -> the stages' counters, the runner: Beam's, or the Spark master and version)."""
+    if args.engine == "spark":
+        from pipeline import spark_shard
+        from pipeline.spark_session import describe, spark_session
+
+        session = stack.enter_context(spark_session(args.spark_master, args.spark_conf, COMMAND, not args.quiet))
+        return partial(spark_shard.run, session), describe(session)
     cli.quiet_beam_import()
     from pipeline import beam_shard
     from runners.presets import pipeline_options
@@ -210,6 +228,21 @@ def shard(settings: ShardSettings, args, beam_args: list[str]) -> dict:
         options = pipeline_options(beam_args)
     except ValueError as err:  # a preset missing the options it needs
         raise cli.UsageError(str(err)) from err
+    return partial(beam_shard.run, options), cli.runner_in_use(options)
+
+
+def shard(settings: ShardSettings, args, beam_args: list[str]) -> dict:
+    """The command's body, after parsing; returns the manifest."""
+    cli.check_engine_arguments(args, beam_args)
+    with contextlib.ExitStack() as stack:
+        run_engine, runner = engine(args, beam_args, stack)
+        return shard_on(settings, args, run_engine, runner)
+
+
+def shard_on(settings: ShardSettings, args, run_engine, runner: str) -> dict:
+    """Preflight, stage, run the graph, publish, summarise; returns the manifest."""
+    started = time.perf_counter()
+    progress = cli.Progress(COMMAND, enabled=not args.quiet)
     plan = preflight(settings, args.overwrite)
     progress.say(f"{len(plan.input_files)} input file(s), {len(plan.units)} row group(s), {plan.documents:,} "
                  f"documents; vocabulary {plan.vocab_size:,} ({plan.settings.dtype})")
@@ -219,12 +252,12 @@ def shard(settings: ShardSettings, args, beam_args: list[str]) -> dict:
         except ShardInputError as err:
             raise cli.UsageError(str(err)) from err
         fingerprint = stage_tokenizer(plan)
-        with progress_lines(progress, beam_shard.LOCAL_TALLY, plan.documents) if not args.quiet else contextlib.nullcontext():
-            counters = beam_shard.run(options, plan.units, plan.settings)
+        with watch_progress(args, progress, plan.documents):
+            counters = run_engine(plan.units, plan.settings)
         progress.say("publishing")
-        manifest = publish(plan, fingerprint)
+        manifest = publish(plan, fingerprint, args.engine)
     human, machine = summaries(manifest, counters, settings.output, time.perf_counter() - started)
-    machine["runner"] = cli.runner_in_use(options)  # not in manifest.json: the shards do not depend on the runner
+    machine["runner"] = runner  # not in manifest.json (its engine is): the shards do not depend on the runner
     human += f"\nrunner: {machine['runner']}"
     cli.emit_summary(args, human, machine)
     return manifest

@@ -227,3 +227,22 @@ def test_engine_options_are_checked_before_any_work(tmp_path):
                               cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert done.returncode == 2 and message in done.stderr, done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_shards_on_a_standalone_cluster_are_byte_identical_to_beam(cluster, tmp_path):
+    master, _ = cluster
+    command("pipeline.run", "--output", str(tmp_path / "corpus"), "--num-shards", "4", "--quiet")
+    command("pipeline.tokenize", "--input", str(tmp_path / "corpus"), "--output", str(tmp_path / "tokenizer"),
+            "--vocab-size", "1000", "--quiet")
+    options = ["--input", str(tmp_path / "corpus"), "--tokenizer", str(tmp_path / "tokenizer"), "--seq-len", "64",
+               "--shard-tokens", "20000", "--validation-fraction", "0.05", "--quiet"]
+    command("pipeline.shard", "--output", str(tmp_path / "beam"), *options)
+    command("pipeline.shard", "--output", str(tmp_path / "spark"), *options, *spark(master))
+    names = output_files(tmp_path / "beam")
+    assert names == output_files(tmp_path / "spark") and len(names) > 6
+    assert [name for name in names if name != "manifest.json"
+            and not filecmp.cmp(tmp_path / "beam" / name, tmp_path / "spark" / name, shallow=False)] == []
+    beam_manifest, spark_manifest = (json.loads((tmp_path / engine / "manifest.json").read_text())
+                                     for engine in ("beam", "spark"))
+    assert (beam_manifest.pop("engine"), spark_manifest.pop("engine")) == ("beam", "spark")
+    assert spark_manifest == beam_manifest and len(spark_manifest["splits"]["train"]["shards"]) >= 2

@@ -238,6 +238,15 @@ def tokenize_unit(table: pa.Table, settings: ShardSettings, tokenizer) -> tuple[
     return splits, tally
 
 
+def tokenize_read_unit(unit: ReadUnit, settings: ShardSettings, tokenizer) -> tuple[dict[str, DocBatch], Counter]:
+    """`read_unit` + `tokenize_unit`; a bad unit's error names its file and row group."""
+    table = read_unit(unit, settings.text_field)
+    try:
+        return tokenize_unit(table, settings, tokenizer)
+    except ValueError as err:
+        raise ValueError(f"{unit.path}, row group {unit.row_group}: {err}") from err
+
+
 def split_slots(batch: DocBatch) -> int:
     """Ids plus one [SEP] per document: what the batch will occupy in rows (summed per split, it sizes the shards)."""
     return int(len(batch.tokens) + len(batch.lengths))
