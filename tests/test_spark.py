@@ -1,5 +1,5 @@
 """`--engine spark` against Beam, byte for byte, on a real Spark standalone cluster (a master and two workers on
-127.0.0.1, started from the classes bundled with pyspark) and on local[2].
+127.0.0.1, started from the classes bundled with pyspark) and through spark-submit on local[2].
 
 The cluster's workers run with an empty PYTHONPATH in their own directories, so the
 executors can import the project only from the zip the driver ships (pipeline/spark_session.py).
@@ -203,7 +203,7 @@ def test_nsmc_slice_read_in_ranges_on_a_standalone_cluster_is_byte_identical_to_
     assert stats["input_records"] == 12_000 and stats["near_dedup"]["verified_pairs"] > 0
 
 
-def test_hostile_input_on_local_spark_is_byte_identical_to_beam(tmp_path):
+def test_hostile_input_through_spark_submit_is_byte_identical_to_beam(tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
     (inputs / "hostile.jsonl").write_bytes(b"\n".join(line for line, _ in HOSTILE_LINES))
@@ -212,9 +212,14 @@ def test_hostile_input_on_local_spark_is_byte_identical_to_beam(tmp_path):
     options = ["--input", str(inputs / "*"), "--keep-fields", "date,rating:int", "--min-chars", "1", "--num-shards",
                "4", "--quiet"]
     command("pipeline.run", "--output", str(tmp_path / "beam"), *options)
-    command("pipeline.run", "--output", str(tmp_path / "spark"), *options, "--engine", "spark", "--spark-master",
-            "local[2]")
+    submitted = subprocess.run(  # through spark-submit (runners/spark_submit.py): the session is spark-submit's
+        [str(SPARK_HOME / "bin" / "spark-submit"), "--master", "local[2]", "--conf", "spark.driver.host=127.0.0.1",
+         str(ROOT / "runners" / "spark_submit.py"), "pipeline.run", "--output", str(tmp_path / "spark"), *options],
+        cwd=tmp_path, env={**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_HOME": str(SPARK_HOME)},
+        capture_output=True, text=True, timeout=RUN_SECONDS)
+    assert submitted.returncode == 0, submitted.stderr[-4000:]
     stats = assert_same_output(tmp_path / "beam", tmp_path / "spark")
+    assert "runner: Spark" in submitted.stdout and "on local[2]" in submitted.stdout
     assert stats["dropped"]["read_error"] == 1 and stats["files"]["empty"] == 1
 
 
