@@ -34,14 +34,15 @@ from distill.attention import allowed_pairs, attention_bias
 from distill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from distill.configs import PRESET_INIT_LAYERS, DistillConfig, TermSettings, inapplicable_options, objective_terms
 from distill.configs import parse_layer_map, parse_weights, resolve_layer, student_config_dict, validate
-from distill.data import BatchStream, ShardBatches, ShardDir, open_shard_dir, open_split
+from distill.data import BatchStream, MixedStream, ShardBatches, ShardDir, open_shard_dir, open_split
 from distill.export import export_student
 from distill.losses import Masks
 from distill.masking import masking_spec
-from distill.models import CapturingStudent, Teacher, check_vocabulary, init_from_teacher, load_teacher
-from distill.models import model_vocabulary, quiet_transformers, term_losses
+from distill.models import CapturingStudent, Teacher, check_vocabulary, init_from_teacher, load_student_weights
+from distill.models import load_teacher, model_vocabulary, quiet_transformers, term_losses
 from distill.recipes import RECIPES, auto_relation_heads, default_warmup
 from pipeline import cli
+from tokenizer_training.loading import LoadedTokenizer
 from transforms.storage import write_bytes_atomic, write_json_atomic
 
 
@@ -88,12 +89,15 @@ def term_settings(args: argparse.Namespace, teacher_config, student: dict) -> Te
                         relation_average=args.relation_average or "sequence")
 
 
-def build_config(args: argparse.Namespace, teacher_config, shards: ShardDir) -> DistillConfig:
+def build_config(args: argparse.Namespace, teacher_config, shards: ShardDir,
+                 student_tokenizer: LoadedTokenizer | None = None) -> DistillConfig:
     """The declarative config from the command line and the objective's recipe; options that no
-    term of the result reads are refused."""
+    term of the result reads are refused. The student's vocabulary is the shards', or with several
+    sources `student_tokenizer`'s (distill.sources)."""
     if args.teacher_layer is not None and args.layer_map:
         raise ValueError("give --teacher-layer or --layer-map, not both")
-    student = student_config_dict(student_spec(args), teacher_config, len(shards.vocab), shards.special_ids["pad"],
+    vocab = student_tokenizer or shards.tokenizer
+    student = student_config_dict(student_spec(args), teacher_config, len(vocab.vocab), vocab.special_ids["pad"],
                                   shards.seq_len)
     layer_map = parse_layer_map(args.layer_map) if args.layer_map else None
     if args.teacher_layer is not None:
@@ -131,12 +135,23 @@ class Setup:
     shards: ShardDir
     teacher: Teacher | None
     model: CapturingStudent
-    stream: BatchStream
+    stream: BatchStream | MixedStream
     max_steps: int
+    # Several sources (distill.sources): each source's teacher (by the batch's "source" index), names,
+    # --mix, the student's tokenizer files, and the fingerprint of all their train splits.
+    teachers: list[Teacher] | None = None
+    source_names: list[str] | None = None
+    mix: dict | None = None
+    student_files: dict[str, bytes] | None = None
+    train_data: str | None = None
 
 
 def prepare(args: argparse.Namespace, runtime: devices.Runtime, precision: str) -> Setup:
     """Load and check shards and teacher, build the config, the student and the loader."""
+    if args.source:
+        from distill.sources import prepare_sources
+
+        return prepare_sources(args, runtime, precision)
     shards = open_shard_dir(args.shards)
     split = open_split(shards, "train")
     teacher_model, head_trained = load_teacher(args.teacher)
@@ -152,6 +167,9 @@ def prepare(args: argparse.Namespace, runtime: devices.Runtime, precision: str) 
 
     torch.manual_seed(args.seed)  # the student's initialisation (and its projections) draw from here
     student = BertForMaskedLM._from_config(config.student_config(), attn_implementation="sdpa")
+    if load_student_weights(student, args.student):
+        check_vocabulary("--student", student.config.vocab_size, model_vocabulary(args.student, "--student"),
+                         shards.vocab)
     if config.init_from_teacher_layers:
         init_from_teacher(student, teacher_model, config.init_from_teacher_layers)
     teacher = None
@@ -159,20 +177,23 @@ def prepare(args: argparse.Namespace, runtime: devices.Runtime, precision: str) 
         teacher = Teacher(teacher_model, config).to(runtime.device, devices.DTYPES[precision])
     model = CapturingStudent(student, config).to(runtime.device)
     stream = make_stream(args, runtime, shards, split, config)
-    max_steps = args.max_steps or max(1, stream.dataset.batches_per_epoch() // args.grad_accum)
+    max_steps = args.max_steps or max(1, stream.batches_per_epoch() // args.grad_accum)
     return Setup(config, shards, teacher, model, stream, max_steps)
 
 
-def make_stream(args: argparse.Namespace, runtime: devices.Runtime, shards: ShardDir, split, config: DistillConfig) -> BatchStream:
-    """The resumable loader of this rank: masking when a loss reads MLM logits, the attention scope's layout."""
+def make_stream(args: argparse.Namespace, runtime: devices.Runtime, shards: ShardDir, split, config: DistillConfig,
+                seed: int | None = None, source: int | None = None, student_map=None) -> BatchStream:
+    """The resumable loader of this rank: masking when a loss reads MLM logits, the attention scope's layout;
+    for one of several sources, its own seed, its index and its map into the student's vocabulary."""
     ids = shards.special_ids
     masking = None
     if config.mlm_probability is not None:
         masking = masking_spec(shards.vocab, ids, shards.seq_len, config.mlm_probability)
     dataset = ShardBatches(
-        split, args.batch_size, seed=args.seed, shuffle_buffer=args.shuffle_buffer, masking=masking, pad_id=ids["pad"],
-        rank=runtime.rank, world_size=runtime.world_size, attention_scope=config.attention_scope,
-        cls_id=ids["cls"], sep_id=ids["sep"],
+        split, args.batch_size, seed=args.seed if seed is None else seed, shuffle_buffer=args.shuffle_buffer,
+        masking=masking, pad_id=ids["pad"], rank=runtime.rank, world_size=runtime.world_size,
+        attention_scope=config.attention_scope, cls_id=ids["cls"], sep_id=ids["sep"], source=source,
+        student_map=student_map,
     )
     return BatchStream(dataset, num_workers=args.loader_workers, pin_memory=runtime.kind == "cuda")
 
@@ -204,7 +225,8 @@ def resolve_train_config(args: argparse.Namespace, setup: Setup, precision: str)
                          f"reach its peak and decay; leave --warmup-steps out (the {args.objective} default is "
                          f"{default_warmup(recipe, max_steps)} here) or give fewer")
     return options.TrainConfig.from_args(
-        args, precision=precision, max_steps=max_steps, train_data=train_data_fingerprint(setup.shards),
+        args, precision=precision, max_steps=max_steps, mix=setup.mix,
+        train_data=setup.train_data or train_data_fingerprint(setup.shards),
         lr=args.lr or recipe.lr, warmup_steps=warmup,
         weight_decay=recipe.weight_decay if args.weight_decay is None else args.weight_decay,
         max_grad_norm=args.max_grad_norm or recipe.max_grad_norm, adam_betas=list(args.adam_betas or recipe.adam_betas),
@@ -256,6 +278,7 @@ class TrainState:
     """What changes step by step (and is saved in every checkpoint)."""
 
     window: torch.Tensor  # since the last log step: summed loss, then each term
+    sources: torch.Tensor | None = None  # several sources: [source, (summed loss, micro-batches)] since the last log
     step: int = 0
     elapsed: float = 0.0  # seconds trained before this invocation started its clock
     tokens: int = 0  # non-pad tokens of the logged steps, all ranks
@@ -274,7 +297,9 @@ class TrainState:
 
 def restore(run: Run) -> TrainState:
     """A fresh TrainState, or with --resume the newest intact checkpoint's, loaded into the run."""
-    fresh = TrainState(window=torch.zeros(len(run.setup.config.terms) + 1, device=run.runtime.device))
+    names = run.setup.source_names
+    fresh = TrainState(window=torch.zeros(len(run.setup.config.terms) + 1, device=run.runtime.device),
+                       sources=torch.zeros(len(names), 2, device=run.runtime.device) if names else None)
     path = latest_checkpoint(run.checkpoints) if run.args.resume else None
     if path is None:
         if run.args.resume:
@@ -290,7 +315,8 @@ def restore(run: Run) -> TrainState:
         run.scaler.load_state_dict(saved["scaler"])
     run.setup.stream.load_state_dict(saved["loader"], strict=not run.args.allow_config_change)
     state = TrainState(window=saved["window"].to(run.runtime.device), step=saved["step"], elapsed=saved["elapsed"],
-                       tokens=saved["tokens"], window_steps=saved["window_steps"], window_tokens=saved["window_tokens"])
+                       tokens=saved["tokens"], window_steps=saved["window_steps"], window_tokens=saved["window_tokens"],
+                       sources=saved["sources"].to(run.runtime.device) if names else None)
     devices.set_rng_state(saved["rng"], run.runtime)
     run.say(f"resuming from {path} at step {state.step}")
     return state
@@ -347,7 +373,7 @@ def banner(run: Run) -> list[str]:
     return [
         f"{args.objective}: student {student_spec(args)} ({student.num_hidden_layers} layers, hidden "
         f"{student.hidden_size}, {student.num_attention_heads} heads, {params:.1f}M params"
-        f"{f', initialised from teacher layers {init}' if init else ''}) from {args.teacher} (running "
+        f"{f', initialised from teacher layers {init}' if init else ''}) from {teachers_said(run)} (running "
         f"{config.teacher_depth()} of {config.teacher_layers} layers)",
         f"terms: {terms}",
         f"attention scope {config.attention_scope}; masking "
@@ -358,6 +384,15 @@ def banner(run: Run) -> list[str]:
         f"batch {train.batch_size} x {train.grad_accum} accumulated x {run.runtime.world_size} process(es) on "
         f"{run.runtime.kind}, {train.precision}; seed {train.seed}",
     ]
+
+
+def teachers_said(run: Run) -> str:
+    """The teacher, or with several sources each source's teacher and shards and the mix."""
+    if not run.setup.source_names:
+        return run.args.teacher
+    sources = ", ".join(f"{name} ({teacher} on {shards}, weight {run.setup.mix[name]})"
+                        for name, teacher, shards in map(options.parse_source, run.args.source))
+    return f"the sources {sources}"
 
 
 def trim_metrics(path: Path, last_step: int) -> None:
@@ -378,15 +413,19 @@ def to_device(batch: dict, device: torch.device) -> dict:
 def forward_backward(run: Run, batch: dict) -> torch.Tensor:
     """One micro-batch: both forward passes, the weighted loss, its backward; returns [loss, each term] (detached)."""
     setup, accum = run.setup, run.args.grad_accum
+    teacher = setup.teachers[batch["source"]] if setup.teachers else setup.teacher  # several sources: the batch's own
     student_heads = setup.model.student.config.num_attention_heads
-    teacher_heads = setup.teacher.num_heads if setup.teacher else student_heads
+    teacher_heads = teacher.num_heads if teacher else student_heads
     allowed = allowed_pairs(batch["segments"])
     bias = attention_bias(allowed, devices.DTYPES[run.train.precision])
     inputs = (batch["input_ids"], bias, batch["position_ids"], batch.get("positions"))
+    # A source in another vocabulary than the student's: the same tokens, in the student's ids.
+    student_inputs = (batch.get("student_input_ids", batch["input_ids"]), *inputs[1:])
     with devices.autocast(run.runtime, run.train.precision):
-        teacher_outputs = setup.teacher(*inputs) if setup.teacher else {}
-        student_outputs = run.wrapped(*inputs)
-    masks = Masks(tokens=batch["attention_mask"], targets=batch.get("targets", batch["input_ids"][:, :0]), pairs=allowed)
+        teacher_outputs = teacher(*inputs) if teacher else {}
+        student_outputs = run.wrapped(*student_inputs)
+    targets = batch.get("student_targets", batch.get("targets", batch["input_ids"][:, :0]))
+    masks = Masks(tokens=batch["attention_mask"], targets=targets, pairs=allowed)
     losses = torch.stack(term_losses(setup.config.terms, student_outputs, teacher_outputs, masks, student_heads, teacher_heads))
     total = (losses * run.weights).sum()
     (run.scaler.scale(total / accum) if run.scaler else total / accum).backward()
@@ -408,6 +447,8 @@ def train_step(run: Run, state: TrainState, batches) -> float:
         with run.wrapped.no_sync() if defer_sync else nullcontext():
             values = forward_backward(run, batch)
         state.window += values / accum
+        if state.sources is not None:
+            state.sources[batch["source"]] += torch.stack([values[0], torch.ones_like(values[0])])
     devices.reduce_gradients(run.optimizer, run.runtime)
     if run.scaler is not None:
         run.scaler.unscale_(run.optimizer)
@@ -432,6 +473,7 @@ def log_metrics(run: Run, state: TrainState, lr: float) -> dict:
         "step": state.step,
         "loss": values[0],
         **dict(zip(labels, values[1:])),
+        **source_losses(run, state),
         "lr": lr,
         "tokens": state.tokens,
         "tokens_per_s": rate_tokens / max(now - state.last_log, 1e-9),
@@ -450,6 +492,17 @@ def log_metrics(run: Run, state: TrainState, lr: float) -> dict:
         else:
             run.progress.tick(line)
     return record
+
+
+def source_losses(run: Run, state: TrainState) -> dict:
+    """Several sources: loss_NAME, each source's mean micro-batch loss over the window, all processes
+    (null for a source without a micro-batch in it); the window is reset."""
+    if state.sources is None:
+        return {}
+    totals = devices.reduce_sum(state.sources, run.runtime).tolist()
+    state.sources.zero_()
+    return {f"loss_{name}": total / count if count else None
+            for name, (total, count) in zip(run.setup.source_names, totals)}
 
 
 def progress_line(record: dict, labels: list[str], max_steps: int) -> str:
@@ -476,6 +529,7 @@ def save(run: Run, state: TrainState) -> None:
             "window": state.window.cpu(),
             "window_steps": state.window_steps,
             "window_tokens": state.window_tokens,
+            **({"sources": state.sources.cpu()} if state.sources is not None else {}),
             **({"scaler": run.scaler.state_dict()} if run.scaler is not None else {}),
         }
         save_checkpoint(run.checkpoints, state.step, run.setup.model, saved, keep=run.args.keep_checkpoints)
@@ -486,7 +540,8 @@ def finish(run: Run, state: TrainState) -> None:
     """Export the student once the schedule is done (not after a --run-steps slice)."""
     if state.step >= run.setup.max_steps and run.runtime.is_main:
         student_dir = run.output / "student"
-        export_student(run.setup.model.student, run.setup.shards.tokenizer.files, student_dir)
+        files = run.setup.student_files or run.setup.shards.tokenizer.files
+        export_student(run.setup.model.student, files, student_dir)
         run.say(f"exported {student_dir}")
     devices.barrier(run.runtime)
 
@@ -501,16 +556,21 @@ def train(args: argparse.Namespace, runtime: devices.Runtime) -> None:
         precision = devices.resolve_precision(args.precision, runtime.kind)
         run = make_run(args, runtime, precision, prepare(args, runtime, precision))
         state = restore(run)
+        probe = devices.StepMetrics.from_env(runtime)  # off unless DISTILL_XLA_METRICS names a file
     begin(run, state)
     run.setup.model.train()
     batches = iter(run.setup.stream)
     state.start_clock()
+    probe.mark("start", state.step)
     while state.step < run.stop_at:
         lr = train_step(run, state, batches)
+        probe.mark("step", state.step)
         if state.step % args.log_every == 0 or state.step == run.stop_at:
             log_metrics(run, state, lr)
+            probe.mark("log", state.step)
         if state.step % args.save_every == 0 or state.step == run.stop_at:
             save(run, state)
+            probe.mark("save", state.step)
     finish(run, state)
 
 
