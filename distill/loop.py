@@ -556,21 +556,16 @@ def train(args: argparse.Namespace, runtime: devices.Runtime) -> None:
         precision = devices.resolve_precision(args.precision, runtime.kind)
         run = make_run(args, runtime, precision, prepare(args, runtime, precision))
         state = restore(run)
-        probe = devices.StepMetrics.from_env(runtime)  # off unless DISTILL_XLA_METRICS names a file
     begin(run, state)
     run.setup.model.train()
     batches = iter(run.setup.stream)
     state.start_clock()
-    probe.mark("start", state.step)
     while state.step < run.stop_at:
         lr = train_step(run, state, batches)
-        probe.mark("step", state.step)
         if state.step % args.log_every == 0 or state.step == run.stop_at:
             log_metrics(run, state, lr)
-            probe.mark("log", state.step)
         if state.step % args.save_every == 0 or state.step == run.stop_at:
             save(run, state)
-            probe.mark("save", state.step)
     finish(run, state)
 
 
