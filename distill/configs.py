@@ -162,10 +162,12 @@ def student_config_dict(spec: str, teacher: BertConfig, vocab_size: int, pad_id:
 
 
 def student_json(spec: str) -> dict:
-    """A student given as a BertConfig JSON file."""
-    path = Path(spec)
+    """A student given as a BertConfig JSON file, or as a model directory (its config.json; the
+    weights are loaded by distill.models.load_student_weights)."""
+    path = Path(spec) / "config.json" if Path(spec).is_dir() else Path(spec)
     if not path.is_file():
-        raise ValueError(f"--student must be one of {sorted(STUDENT_PRESETS)} or a BertConfig JSON file; {spec} is neither")
+        raise ValueError(f"--student must be one of {sorted(STUDENT_PRESETS)}, a BertConfig JSON file or a model "
+                         f"directory with config.json; {spec} is none of these")
     values = json.loads(path.read_text(encoding="utf-8"))
     if values.get("model_type", "bert") != "bert":
         raise ValueError(f"{spec}: the student must be a BERT config, got model_type {values['model_type']!r}")

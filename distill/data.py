@@ -131,6 +131,10 @@ class ShardBatches(IterableDataset):
     attention_scope: str = "row"
     cls_id: int | None = None
     sep_id: int | None = None
+    # Several sources (distill.sources): this source's index in every batch, and the map of its
+    # (teacher's) ids to the student's, which adds student_input_ids / student_targets.
+    source: int | None = None
+    student_map: np.ndarray | None = None
     _arrays: list[np.ndarray] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -204,6 +208,14 @@ class ShardBatches(IterableDataset):
             batch["input_ids"], labels = mask_tokens(input_ids, self.masking, generator)
             batch["positions"], batch["targets"] = prediction_slots(labels, self.masking.max_predictions)
             batch["labels"] = labels
+        if self.source is not None:
+            batch["source"] = self.source
+        if self.student_map is not None:
+            student_ids = torch.from_numpy(self.student_map)
+            batch["student_input_ids"] = student_ids[batch["input_ids"]]
+            if "targets" in batch:
+                targets = batch["targets"]
+                batch["student_targets"] = torch.where(targets >= 0, student_ids[targets.clamp(min=0)], targets)
         return batch
 
     def __iter__(self) -> Iterator[dict]:
@@ -271,6 +283,10 @@ class BatchStream:
     def epoch(self) -> int:
         return self.consumed // self.dataset.batches_per_epoch()
 
+    def batches_per_epoch(self) -> int:
+        """Micro-batches of one pass over the split (the default --max-steps is one pass)."""
+        return self.dataset.batches_per_epoch()
+
     def __iter__(self) -> Iterator[dict]:
         self.dataset.start = self.consumed
         loader = DataLoader(
@@ -287,3 +303,60 @@ class BatchStream:
         for batch in loader:
             self.consumed += 1
             yield batch
+
+
+def mix_schedule(weights: list[int]) -> list[int]:
+    """One cycle of source indices, sum(weights) long, each source as often as its weight and spread
+    evenly (smooth weighted round robin: 2:1 gives 0, 1, 0; ties go to the earlier source)."""
+    current, total, cycle = [0] * len(weights), sum(weights), []
+    for _ in range(total):
+        current = [value + weight for value, weight in zip(current, weights)]
+        chosen = max(range(len(weights)), key=lambda index: (current[index], -index))
+        current[chosen] -= total
+        cycle.append(chosen)
+    return cycle
+
+
+class MixedStream:
+    """Several sources' BatchStreams, interleaved by a fixed schedule: micro-batch m (counted from the
+    start of the run) comes from source schedule[m % len(schedule)]. Each stream keeps its own exact
+    position, so the state is theirs and m is their sum: a resumed run continues the same sequence."""
+
+    def __init__(self, names: list[str], streams: list[BatchStream], weights: list[int]) -> None:
+        self.names, self.streams, self.schedule = names, streams, mix_schedule(weights)
+
+    @property
+    def consumed(self) -> int:
+        return sum(stream.consumed for stream in self.streams)
+
+    def state_dict(self) -> dict:
+        return {"sources": {name: stream.state_dict() for name, stream in zip(self.names, self.streams)}}
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        saved = state.get("sources")
+        if saved is None or sorted(saved) != sorted(self.names):
+            raise ValueError(f"the checkpoint's loader read the sources {sorted(saved or ['(one --shards)'])}, "
+                             f"this run {sorted(self.names)}")
+        for name, stream in zip(self.names, self.streams):
+            stream.load_state_dict(saved[name], strict)
+        cycles, rest = divmod(self.consumed, len(self.schedule))
+        counts = [cycles * self.schedule.count(index) + self.schedule[:rest].count(index)
+                  for index in range(len(self.streams))]
+        if strict and counts != [stream.consumed for stream in self.streams]:
+            raise ValueError(f"the checkpoint's loader positions {[s.consumed for s in self.streams]} do not follow "
+                             f"this --mix (which gives {counts} after {self.consumed} micro-batches)")
+
+    def epoch(self) -> int:
+        """Passes every source has completed."""
+        return min(stream.epoch() for stream in self.streams)
+
+    def batches_per_epoch(self) -> int:
+        """Micro-batches until every source has completed one pass (the default --max-steps)."""
+        per_source = [stream.batches_per_epoch() * len(self.schedule) // self.schedule.count(index)
+                      for index, stream in enumerate(self.streams)]
+        return max(per_source)
+
+    def __iter__(self) -> Iterator[dict]:
+        iterators = [iter(stream) for stream in self.streams]
+        while True:
+            yield next(iterators[self.schedule[self.consumed % len(self.schedule)]])

@@ -66,6 +66,19 @@ def load_teacher(name_or_path: str, option: str = "--teacher") -> tuple[BertForM
     return model, not any(key.startswith("cls.") for key in info["missing_keys"])
 
 
+def load_student_weights(student: BertForMaskedLM, spec: str | None) -> bool:
+    """When --student is a model directory (e.g. distill.extend's output), start from its weights;
+    returns whether it was one. Its config.json already gave the student's shape."""
+    if not spec or not os.path.isdir(spec):
+        return False
+    model, _ = load_teacher(spec, "--student")
+    missing, unexpected = student.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or [key for key in missing if not key.endswith("position_ids")]:
+        raise ValueError(f"--student {spec}: its weights do not fit its config.json (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
+    return True
+
+
 def check_vocabulary(who: str, vocab_size: int, vocab: list[str] | None, shard_vocab: list[str]) -> None:
     """Refuse a model (`who`: "the teacher", "the model") whose vocabulary is not the shards':
     the size always, every token when the model ships a tokenizer (`vocab` in id order, from

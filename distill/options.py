@@ -65,11 +65,16 @@ def train_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(TRAIN, "Distil a teacher BERT into a small student from token shards.",
                                 epilog="Options, outputs and examples: docs/distill.md.")
     add = parser.add_argument
-    add("--shards", required=True, help="token shard directory (pipeline.shard output)")
-    add("--teacher", required=True, help="teacher BERT: local directory or hub id")
+    add("--shards", help="token shard directory (pipeline.shard output); required unless --source")
+    add("--teacher", help="teacher BERT: local directory or hub id; required unless --source")
+    add("--source", action="append", metavar="NAME=TEACHER:SHARDS",
+        help="instead of --teacher/--shards: one of several (teacher, shards) sources, each batch distilled from "
+             "its own teacher; repeatable (docs/distill.md#several-teachers)")
+    add("--mix", metavar="NAME=WEIGHT,...",
+        help="with --source: micro-batches from each source in this ratio, e.g. ko=1,en=1 (default: equal)")
     add("--output", required=True, help="output directory: configs, metrics.jsonl, checkpoints/, student/")
-    add("--student", help=f"{', '.join(STUDENT_PRESET_NAMES)} or a BertConfig JSON file "
-        "(default: the objective's, minilm-23m; distil-3l for distilkobert)")
+    add("--student", help=f"{', '.join(STUDENT_PRESET_NAMES)}, a BertConfig JSON file, or a BERT model directory to "
+        "start from (e.g. distill.extend's output) (default: the objective's, minilm-23m; distil-3l for distilkobert)")
     add("--objective", default="minilm", choices=OBJECTIVES,
         help="loss terms and their reference recipe (docs/distill.md#objectives)")
     add("--teacher-layer", type=int, help="teacher layer (0-based, -1 = last) the last student layer learns from")
@@ -200,6 +205,56 @@ def evaluate_parser() -> cli.ArgumentParser:
     return parser
 
 
+# ---------------------------------------------------------------- several sources
+
+SOURCE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def parse_source(text: str) -> tuple[str, str, str]:
+    """--source NAME=TEACHER:SHARDS -> (name, teacher, shards). The colon of a gs:// or s3:// URI
+    is not a separator."""
+    name, sep, rest = text.partition("=")
+    parts = re.split(r":(?!//)", rest)
+    if not sep or not SOURCE_NAME.match(name) or len(parts) != 2 or not all(parts):
+        raise cli.UsageError(f"--source {text!r}: expected NAME=TEACHER:SHARDS with NAME of letters, digits, _ or -, "
+                             "e.g. --source ko=klue-bert/:shards-ko/")
+    return name, parts[0], parts[1]
+
+
+def parse_mix(text: str | None, names: list[str]) -> dict[str, int]:
+    """--mix ko=1,en=1 -> {name: weight} for exactly the sources' names (positive integers); equal without it."""
+    if text is None:
+        return {name: 1 for name in names}
+    mix = {}
+    for item in text.split(","):
+        name, sep, value = item.strip().partition("=")
+        if not sep or not value.strip().isdigit() or int(value) < 1:
+            raise cli.UsageError(f"--mix {text!r}: entries are NAME=WEIGHT with a positive integer WEIGHT, e.g. ko=1,en=1")
+        mix[name] = int(value)
+    if sorted(mix) != sorted(names):
+        raise cli.UsageError(f"--mix names {', '.join(sorted(mix))}; the --source names are {', '.join(sorted(names))}")
+    return {name: mix[name] for name in names}
+
+
+def check_sources(args: argparse.Namespace) -> None:
+    """--shards with --teacher, or --source (repeatable, distinct names) with an optional --mix; not both."""
+    if args.source:
+        if args.shards or args.teacher:
+            raise cli.UsageError("give --shards and --teacher (one source) or --source NAME=TEACHER:SHARDS "
+                                 "(several), not both")
+        names = [parse_source(text)[0] for text in args.source]
+        if len(set(names)) != len(names):
+            raise cli.UsageError(f"--source names must differ, got {', '.join(names)}")
+        parse_mix(args.mix, names)
+        return
+    if args.mix:
+        raise cli.UsageError("--mix only applies with --source")
+    missing = [option for option, value in (("--shards", args.shards), ("--teacher", args.teacher)) if not value]
+    if missing:
+        raise cli.UsageError(f"the following arguments are required: {', '.join(missing)} "
+                             "(or --source NAME=TEACHER:SHARDS, repeatable)")
+
+
 # ---------------------------------------------------------------- TrainConfig
 
 
@@ -226,6 +281,7 @@ class TrainConfig:
     log_every: int
     save_every: int
     keep_checkpoints: int
+    mix: dict | None = None  # --source runs: source name -> weight (--mix, resolved)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **resolved) -> TrainConfig:
@@ -249,12 +305,13 @@ GUARDED = {
     "mlm_probability": "it changes the masking",
     "precision": "it changes the arithmetic of every step",
     "train_data": "the training data differs",
+    "mix": "it changes which source each batch comes from",
 }
 
 
 def option_name(field: str) -> str:
     """The command-line option behind a TrainConfig field."""
-    return "--shards" if field == "train_data" else "--" + field.replace("_", "-")
+    return {"train_data": "--shards", "mix": "--mix"}.get(field, "--" + field.replace("_", "-"))
 
 
 def guarded_options() -> list[str]:

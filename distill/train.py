@@ -23,6 +23,7 @@ from pipeline import cli
 
 def run(args: argparse.Namespace) -> dict | None:
     """Check --output, hold its lock, train; the run's summary (None on ranks other than 0)."""
+    options.check_sources(args)
     main_rank = options.launched_rank() == 0
     with cli.OutputLock(args.output) if main_rank else nullcontext():
         if main_rank:

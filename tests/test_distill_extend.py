@@ -11,7 +11,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from distill import extend
 from pipeline import tokenize
-from tests.test_distill_fixtures import build_teacher, english_texts, sample_texts, write_lines
+from test_distill_fixtures import build_teacher, english_texts, sample_texts, write_lines
 from tokenizer_training.extend import read_extension
 
 

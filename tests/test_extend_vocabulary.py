@@ -9,7 +9,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from pipeline import tokenize
-from tests.test_distill_fixtures import english_texts, sample_texts, write_lines
+from test_distill_fixtures import english_texts, sample_texts, write_lines
 from tokenizer_training.extend import EXTENSION_FILE, UNMAPPED, UNUSED, read_extension
 from tokenizer_training.loading import load_tokenizer
 
