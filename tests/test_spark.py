@@ -170,7 +170,8 @@ def assert_same_output(beam: Path, spark_out: Path) -> dict:
     assert spark_stats["options"]["runner"].startswith("Spark ")
     for name in COMPARED_STATS_SKIPPED:
         beam_stats.pop(name), spark_stats.pop(name)
-    assert spark_stats == beam_stats
+    assert {name: (beam_stats.get(name), spark_stats.get(name)) for name in {*beam_stats, *spark_stats}
+            if beam_stats.get(name) != spark_stats.get(name)} == {}
     return spark_stats
 
 
@@ -251,3 +252,41 @@ def test_shards_on_a_standalone_cluster_are_byte_identical_to_beam(cluster, tmp_
                                      for engine in ("beam", "spark"))
     assert (beam_manifest.pop("engine"), spark_manifest.pop("engine")) == ("beam", "spark")
     assert spark_manifest == beam_manifest and len(spark_manifest["splits"]["train"]["shards"]) >= 2
+
+
+def processes_in(pgids: set[int], marker: str) -> list[int]:
+    """Running processes of these groups whose command line holds `marker`."""
+    found = []
+    for pgid in pgids:
+        for pid in live_members(pgid):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker.encode() in cmdline:
+                found.append(pid)
+    return found
+
+
+def test_an_executor_killed_mid_job_changes_nothing(cluster, tmp_path):
+    """SIGKILL an executor JVM (and so its Python workers) while it runs tasks: Spark starts another one, runs the
+    lost tasks (and stages whose shuffle files died with it) again, and the output is still Beam's, byte for byte."""
+    master, daemons = cluster
+    options = ["--keep-fields", "date", "--write-clusters", "--num-shards", "4", "--components-rounds", "6", "--quiet"]
+    command("pipeline.run", "--output", str(tmp_path / "beam"), *options)
+    run = subprocess.Popen([sys.executable, "-m", "pipeline.run", "--output", str(tmp_path / "spark"), *options,
+                            *spark(master)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    worker_groups, killed, busy_since = {daemon.pid for daemon in daemons[1:]}, None, None
+    deadline = time.monotonic() + RUN_SECONDS
+    while killed is None and run.poll() is None and time.monotonic() < deadline:
+        executors = processes_in(worker_groups, "CoarseGrainedExecutorBackend")
+        if executors and processes_in(worker_groups, "pyspark.daemon"):  # an executor is running Python tasks
+            busy_since = busy_since or time.monotonic()
+            if time.monotonic() - busy_since > 3:  # some stages done: their shuffle files die with it
+                killed = executors[0]
+                os.kill(killed, signal.SIGKILL)
+        time.sleep(0.2)
+    out, err = run.communicate(timeout=RUN_SECONDS)
+    assert killed is not None, "the job ended before an executor could be killed"
+    assert run.returncode == 0, err[-4000:]
+    assert_same_output(tmp_path / "beam", tmp_path / "spark")
