@@ -147,3 +147,18 @@ def test_refusals_before_training(world, tmp_path, capsys):
                                                        str(world["ko"]), "--mix", "ko=1")
     assert "required: --shards, --teacher" in usage()
     assert not (tmp_path / "x" / "metrics.jsonl").exists()
+
+
+def test_one_source_student_starts_from_a_model_directory(world, tmp_path, capsys):
+    """--student DIR with --shards/--teacher: the student starts from the directory's weights (a learning
+    rate of 1e-12 leaves them as they were); a directory of another vocabulary is refused."""
+    small = world["student"].parent / "ko-small"
+    common = ["--shards", str(world["ko-shards"]), "--teacher", str(world["ko"]), "--objective", "minilmv2",
+              "--relation-heads", "8", "--batch-size", "4", "--max-steps", "1", "--lr", "1e-12", "--quiet"]
+    assert main([*common, "--student", str(small), "--output", str(tmp_path / "out"), "--loader-workers", "0"]) == 0
+    trained = load_file(str(tmp_path / "out" / "student" / "model.safetensors"))
+    start = load_file(str(small / "model.safetensors"))
+    assert torch.allclose(trained["bert.embeddings.word_embeddings.weight"],
+                          start["bert.embeddings.word_embeddings.weight"], atol=1e-6)
+    assert main([*common, "--student", str(world["student"]), "--output", str(tmp_path / "x")]) == 2
+    assert "vocab_size" in capsys.readouterr().err
