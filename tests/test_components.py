@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from transforms.components import (
+    _unique_edges,
     bucket_edges,
     cluster_size_histogram,
     connected_components,
@@ -246,3 +247,21 @@ def test_benchmark_ground_truth_join_is_exact(ngram, threshold):
     assert similar.sum() > 20
     assert np.array_equal(pairs, np.stack([first[similar], second[similar]], axis=1))
     assert np.allclose(jaccard, brute[similar])
+
+
+@pytest.mark.parametrize("kind", ["small", "node numbers", "spread", "negative high words"])
+def test_unique_edges_packs_or_lexsorts_to_the_same_sorted_distinct_rows(kind):
+    """One int64 sort where the values pack (node numbers partition << 32 | row do), the lexsort where not."""
+    rng = np.random.default_rng(11)
+    for size in (0, 1, 7, 300):
+        if kind == "small":
+            edges = rng.integers(-5, 5, (size, 2))
+        elif kind == "node numbers":
+            edges = (rng.integers(0, 4, (size, 2)) << 32) | rng.integers(0, 7, (size, 2))
+        elif kind == "spread":
+            edges = rng.integers(-2**62, 2**62, (size, 2))
+        else:
+            edges = (rng.integers(-3, 3, (size, 2)) << 32) | rng.integers(0, 2**32, (size, 2))
+        edges = np.concatenate([edges, edges[: size // 3]]).astype(np.int64)
+        got = _unique_edges(edges)
+        assert got.dtype == np.int64 and got.tolist() == np.unique(edges, axis=0).reshape(-1, 2).tolist()

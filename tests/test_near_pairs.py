@@ -85,13 +85,32 @@ def test_a_bucket_over_the_bound_pairs_every_member_with_its_first_representativ
         bucket_pairs(entry, all_pairs_up_to=2, representatives=3)
 
 
-def test_route_pairs_sends_each_pair_to_its_first_partition_and_requests_both_texts():
+def test_route_pairs_sends_each_pair_to_one_of_its_partitions_evenly_and_requests_both_texts():
     pairs = np.array([[node_numbers(0, 4), node_numbers(2, 1)], [node_numbers(0, 4), node_numbers(0, 7)],
                       [node_numbers(1, 0), node_numbers(2, 1)]], dtype=np.int64)
     by_dest, requests = route_pairs(pairs)
-    assert {d: p.tolist() for d, p in by_dest.items()} == {0: pairs[:2].tolist(), 1: pairs[2:].tolist()}
+    routed = {tuple(pair): dest for dest, batch in by_dest.items() for pair in batch.tolist()}
+    assert sorted(routed) == sorted(map(tuple, pairs.tolist())) and routed[tuple(pairs[1])] == 0
+    for (a, b), dest in routed.items():
+        assert dest in (a >> 32, b >> 32)
+    expected = defaultdict(set)  # both texts of every pair, to the pair's partition
+    for (a, b), dest in routed.items():
+        expected[a >> 32].add((a & 0xFFFFFFFF, dest))
+        expected[b >> 32].add((b & 0xFFFFFFFF, dest))
     assert {p: sorted(zip(r["row"].tolist(), r["dest"].tolist())) for p, r in requests.items()} == {
-        0: [(4, 0), (7, 0)], 1: [(0, 1)], 2: [(1, 0), (1, 1)]}
+        p: sorted(rows) for p, rows in expected.items()}
+    again = route_pairs(pairs[::-1])[0]  # a pair's partition is fixed by the pair alone
+    assert {tuple(pair): dest for dest, batch in again.items() for pair in batch.tolist()} == routed
+    # Unbiased: random pairs (first node in the smaller partition) load 16 partitions within 10% of the mean,
+    # where "the first node's partition" would give partition 0 about twice the mean and partition 15 almost none.
+    rng = np.random.default_rng(1)
+    ends = np.sort((rng.integers(0, 16, (40_000, 2)) << 32) + rng.integers(0, 1000, (40_000, 2)), axis=1)
+    loads = np.array([len(route_pairs(ends)[0].get(p, [])) for p in range(16)])
+    assert np.all(np.abs(loads / loads.mean() - 1) < 0.1)
+    # A large bucket's (representative, member) pairs: 8 representatives in partition 0, members everywhere
+    members = (rng.integers(1, 16, 2000) << 32) + np.arange(2000)
+    bucket = np.stack([np.repeat(node_numbers(0, np.arange(8)), 2000), np.tile(members, 8)], axis=1)
+    assert max(len(batch) for batch in route_pairs(bucket)[0].values()) < 0.6 * len(bucket)
 
 
 def texts_table(texts: list[str], partition: int = 0) -> pa.Table:
@@ -119,8 +138,11 @@ def test_fetch_and_verify_keep_exactly_the_pairs_at_the_threshold():
     assert counts == Counter(near_dedup_pairs_checked=4, near_dedup_pairs_verified=3, near_dedup_pairs_rejected=1)
     got = sorted((a, b) for e in edges for a, b in zip(e["a"].tolist(), e["b"].tolist()))
     assert got == [(b"p0-0000", b"p1-0000"), (b"p0-0000", b"p1-0001"), (b"p1-0000", b"p1-0001")]
-    strict, tally = verify_candidates([by_dest[0]], fetched[0], 2, 0.81)
-    assert sorted(strict["b"].tolist()) == [b"p1-0001"] and tally["near_dedup_pairs_rejected"] == 2
+    strict = [verify_candidates([part], fetched[dest], 2, 0.81) for dest, part in by_dest.items()]
+    assert [(a, b) for found, _ in strict if found is not None for a, b in zip(found["a"].tolist(),
+                                                                             found["b"].tolist())] == [
+        (b"p0-0000", b"p1-0001")]
+    assert sum(tally["near_dedup_pairs_rejected"] for _, tally in strict) == 3
 
 
 def verified_chain(texts_by_partition: dict[int, list[str]], near: NearDedupSettings, keep=KeepRule(),

@@ -25,10 +25,38 @@ from scipy.sparse.csgraph import connected_components as _scipy_components
 from transforms.minhash import exact_jaccard
 
 
+PACKABLE = 3_037_000_499  # the largest n with n * n < 2**63: pairs of values below it pack into one int64
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """np.unique of an integer array by one sort: numpy 2.4's np.unique hashes instead, 20x slower
+    on millions of int64 keys (4.8 s against 0.24 s for 2M), which made the component rounds dominate 4x NSMC."""
+    ordered = np.sort(values)
+    keep = np.ones(len(ordered), dtype=bool)
+    keep[1:] = ordered[1:] != ordered[:-1]
+    return ordered[keep]
+
+
 def _unique_edges(edges: np.ndarray) -> np.ndarray:
-    """Rows (low, high) without repeats, sorted."""
+    """Rows (low, high) of int64 values without repeats, sorted.
+
+    Each value is mapped, order kept, to a small number (its high 32 bits, less their
+    minimum, times the span of its low 32 bits, plus those: node numbers `partition << 32 | row`
+    become partition * (largest row + 1) + row), so a row packs into one int64 and one sort
+    of those replaces a two-key lexsort (2.6x faster on 15M candidate pairs); values too
+    spread out to pack take the lexsort.
+    """
     if len(edges) == 0:
         return edges.reshape(0, 2)
+    values = edges.ravel()
+    high, low = values >> 32, values & 0xFFFFFFFF
+    high_min, low_span = high.min(), int(low.max()) + 1
+    if (int(high.max()) - int(high_min) + 1) * low_span < PACKABLE:  # checked in Python ints: no overflow
+        compact = ((high - high_min) * low_span + low).reshape(-1, 2)
+        size = int(compact.max()) + 1
+        key = sorted_unique(compact[:, 0] * size + compact[:, 1])
+        pair = np.stack([key // size, key % size], axis=1)
+        return ((pair // low_span + high_min) << 32) | (pair % low_span)
     order = np.lexsort((edges[:, 1], edges[:, 0]))
     edges = edges[order]
     keep = np.ones(len(edges), dtype=bool)

@@ -40,22 +40,13 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from transforms.components import connected_components
+from transforms.components import connected_components, sorted_unique
 
 MIN_ROUNDS = 4
 # Rounds (1-based) whose input is checked for convergence: when no node of it is outside a star, the next round
 # finishes (its input is the same stars) and the rounds after it run over nothing (pipeline/beam_run.py).
 CHECKED_ROUNDS = (2, 4, 8, 16, 32)
 ROUND_UNCONVERGED = "components_round_unconverged_nodes"  # tally key of a checked round: its input's count
-
-
-def sorted_unique(values: np.ndarray) -> np.ndarray:
-    """np.unique of an integer array by one sort: numpy 2.4's np.unique hashes instead, 20x slower
-    on millions of int64 keys (4.8 s against 0.24 s for 2M), which made the rounds dominate 4x NSMC."""
-    ordered = np.sort(values)
-    keep = np.ones(len(ordered), dtype=bool)
-    keep[1:] = ordered[1:] != ordered[:-1]
-    return ordered[keep]
 
 
 def rounds_for(max_nodes: int) -> int:

@@ -4,9 +4,11 @@ Pure numpy functions, no engine. pipeline/beam_run.py composes them (docs/near-d
 
     band entries (band key, row, text partition; no text), grouped by band partition
       -> bucket_pairs: the candidate pairs of every bucket with >= 2 members, as node pairs
-      -> route_pairs: each pair to the text partition of its first node (so that the copies
-         of a pair found in several bands meet there and are checked once), and a text
-         request for each of its two nodes to the text partition that holds the record
+      -> route_pairs: each pair to the text partition of one of its two nodes, picked by a
+         hash of the pair (so that the copies of a pair found in several bands meet there
+         and are checked once, and the pairs of a large bucket's representatives spread
+         over their members' partitions), and a text request for each of its two nodes to
+         the text partition that holds the record
     requests + that partition's records (joined by text partition)
       -> fetch_texts: the requested rows' id, text (and survivor key), sent to the pairs
     pairs + fetched texts (joined by the pairs' partition)
@@ -35,6 +37,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from transforms.components import _unique_edges
+from transforms.hashing import fmix64, mix64
 from transforms.minhash import pairwise_jaccard
 
 ALL_PAIRS_UP_TO = 64  # K: buckets with at most this many members give all their pairs
@@ -117,12 +120,17 @@ def _bucket_pairs(entries: list[dict], all_pairs_up_to: int, representatives: in
 def route_pairs(pairs: np.ndarray) -> tuple[dict[int, np.ndarray], dict[int, dict]]:
     """Candidate pairs -> ({pairs' partition: pairs}, {text partition: text requests}).
 
-    A pair goes to the text partition of its first (smaller) node. A request is the rows a
-    text partition must send, each with the partition ("dest") of the pairs that need it,
-    distinct.
+    A pair goes to the text partition of one of its nodes, the first or the second by one bit
+    of a hash of the pair: a fixed choice (the copies of a pair meet), unbiased (the first
+    node's partition is the smaller one, so always taking it would load low partitions
+    twice as much as the average), and it spreads a large bucket's (representative, member)
+    pairs over the members' partitions instead of the few partitions of its representatives.
+    A request is the rows a text partition must send, each with the partition ("dest") of
+    the pairs that need it, distinct.
     """
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    dest = node_partitions(pairs[:, 0])
+    second = (fmix64(pairs[:, 0].view(np.uint64) ^ mix64(pairs[:, 1].view(np.uint64))) & np.uint64(1)).astype(bool)
+    dest = node_partitions(np.where(second, pairs[:, 1], pairs[:, 0]))
     by_dest = {int(d): pairs[dest == d] for d in np.unique(dest)}
     wanted = _unique_edges(np.stack([np.concatenate([pairs[:, 0], pairs[:, 1]]),
                                      np.concatenate([dest, dest]).astype(np.int64)], axis=1))
