@@ -126,17 +126,33 @@ def bucket_edges(groups):
             yield MAIN, edges
 
 
-def contract(groups, first: bool):
-    """(text partition, entries) -> MAIN the next round's (partition, entries); COUNTS of the first round only
-    (as in Beam, whose later rounds report to its counters alone)."""
-    total = Counter()
+def contract(groups, first: bool, check: bool):
+    """(text partition, entries) -> MAIN the next round's (partition, entries); with `check`, SIDE how many of its
+    input's nodes are not yet in a star; COUNTS of the first round only (as in Beam, whose later rounds report to
+    its counters alone)."""
+    total, unconverged = Counter(), 0
     for partition, entries in groups:
-        routed, tally = connected.contract_round(partition, entries, first)
+        routed, tally = connected.contract_round(partition, entries, first, check)
         for item in routed.items():
             yield MAIN, item
+        unconverged += tally.pop(connected.ROUND_UNCONVERGED, 0)
         _tally(total, tally)
+    if check:
+        yield SIDE, unconverged
     if first:
         yield COUNTS, total
+
+
+def finish_stars(groups):
+    """The round after a checked round that found only stars: (text partition, entries) -> MAIN (partition, cluster
+    rows), COUNTS (`finish`'s), as Beam's ContractRound does it given `left == 0`."""
+    total = Counter()
+    for partition, entries in groups:
+        rows, _, tally = connected.finish(partition, entries)
+        if rows is not None:
+            yield MAIN, (partition, rows)
+        _tally(total, tally)
+    yield COUNTS, total
 
 
 def finish(groups, first: bool):
@@ -255,17 +271,22 @@ def _near_duplicates(bands, records, settings: RunSettings, shuffle, persisted: 
 
 
 def _components(edges, rounds: int, shuffle, persisted: list):
-    """Edges -> (partition, cluster rows), count streams: Beam's unrolled rounds, finish and fallback."""
+    """Edges -> (partition, cluster rows), count streams: Beam's rounds (pipeline.beam_run._components), finish and
+    fallback. After each of connected.CHECKED_ROUNDS the driver reads one number, the nodes not yet in a star; when
+    it is 0 the next round finishes the stars and the rounds stop (on Beam the later rounds run over nothing)."""
     entries = edges.flatMap(lambda batch: connected.edge_entries(batch).items())
-    counts = []
-    for round_number in range(rounds):
-        stepped = shuffle(entries).mapPartitions(partial(contract, first=round_number == 0))
-        if round_number == 0:
-            stepped = _Outputs(stepped, persisted)
+    counts, left = [], None
+    for number in range(1, rounds + 1):
+        if left == 0:
+            finished = _Outputs(shuffle(entries).mapPartitions(finish_stars), persisted)
+            return finished[MAIN], counts + [finished[COUNTS]]
+        check = number in connected.CHECKED_ROUNDS
+        stepped = _Outputs(shuffle(entries).mapPartitions(partial(contract, first=number == 1, check=check)),
+                           persisted)
+        if number == 1:
             counts.append(stepped[COUNTS])
-            entries = stepped[MAIN]
-        else:
-            entries = stepped.map(lambda item: item[1])
+        entries = stepped[MAIN]
+        left = stepped[SIDE].sum() if check else None
     remaining = _persist(shuffle(entries), persisted)
     finished = _Outputs(remaining.mapPartitions(partial(finish, first=rounds == 0)), persisted)
     counts.append(finished[COUNTS])
