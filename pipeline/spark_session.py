@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 import zipfile
@@ -66,12 +67,15 @@ def spark_session(master: str | None, conf: list[tuple[str, str]], app_name: str
         hint = JAVA_HINT if "JAVA" in message.upper() else "check --spark-master and --spark-conf"
         raise cli.UsageError(f"cannot start Spark ({master or DEFAULT_MASTER}): {message.splitlines()[0]}; "
                              f"{hint}") from None
+    shipped = None
     try:
         session.sparkContext.setLogLevel("WARN" if progress else "ERROR")
-        ship_packages(session.sparkContext)
+        shipped = ship_packages(session.sparkContext)
         yield session
     finally:
         session.stop()
+        if shipped is not None:
+            shutil.rmtree(shipped, ignore_errors=True)
 
 
 def describe(session) -> str:
@@ -79,10 +83,11 @@ def describe(session) -> str:
     return f"Spark {session.version} on {session.sparkContext.master}"
 
 
-def ship_packages(context) -> None:
-    """Zip the project's packages (as this driver imports them) and add the zip to every executor's sys.path."""
+def ship_packages(context) -> str | None:
+    """Zip the project's packages (as this driver imports them) and add the zip to every executor's sys.path;
+    returns the zip's temporary directory (None if this context has it already), to delete after the session."""
     if getattr(context, "_koforge_shipped", False):
-        return
+        return None
     root = Path(cli.__file__).resolve().parent.parent
     directory = tempfile.mkdtemp(prefix="koforge-spark-")
     archive = os.path.join(directory, "koforge_packages.zip")
@@ -92,3 +97,4 @@ def ship_packages(context) -> None:
                 bundle.write(path, path.relative_to(root).as_posix())
     context.addPyFile(archive)
     context._koforge_shipped = True
+    return directory
