@@ -63,6 +63,8 @@ def build_parser() -> cli.ArgumentParser:
                              "base id kept (docs/tokenize.md#extending-a-vocabulary)")
     parser.add_argument("--add-vocab-from", metavar="OTHER_TOKENIZER",
                         help="with --extend: add every token of this WordPiece vocabulary that the base lacks")
+    parser.add_argument("--add-tokens", type=cli.number(int, 1), metavar="N",
+                        help="with --extend and --input: add the N words of the corpus that save the most tokens")
     parser.add_argument("--fill-unused", action="store_true",
                         help="with --extend: put the first new tokens into the base's [unused] slots")
     parser.add_argument("--eval-text", action="append", default=[], metavar="NAME=FILE",
@@ -73,7 +75,9 @@ def build_parser() -> cli.ArgumentParser:
     return parser
 
 
-EXTEND_ONLY = ("add_vocab_from", "fill_unused", "eval_text")
+EXTEND_ONLY = ("add_vocab_from", "add_tokens", "fill_unused", "eval_text")
+# What --extend --add-tokens reads the corpus with (the training options besides these do not apply).
+CORPUS_READING = ("input", "text_field", "format", "encoding", "quoting", "eval_fraction", "limit", "seed", "allow_nfd")
 
 
 def check_mode(args: argparse.Namespace, parser: cli.ArgumentParser) -> None:
@@ -86,13 +90,17 @@ def check_mode(args: argparse.Namespace, parser: cli.ArgumentParser) -> None:
             raise cli.UsageError("give --input PATTERN (train a vocabulary) or --extend BASE_TOKENIZER "
                                  "--add-vocab-from OTHER_TOKENIZER (extend one)")
         return
+    if (args.add_vocab_from is None) == (args.add_tokens is None):
+        raise cli.UsageError("--extend needs --add-vocab-from OTHER_TOKENIZER (the vocabulary whose tokens to add) "
+                             "or --add-tokens N with --input (the corpus whose words to add), one of them")
+    if args.add_tokens is not None and not args.input:
+        raise cli.UsageError("--add-tokens N needs --input PATTERN: the corpus whose words are added")
+    kept = {"extend", "output", "overwrite", "quiet", "json", "help", *EXTEND_ONLY,
+            *(CORPUS_READING if args.add_tokens is not None else ())}
     training = [action.option_strings[0] for action in parser._actions
-                if action.dest not in {"extend", "output", "overwrite", "quiet", "json", "help", *EXTEND_ONLY}
-                and action.option_strings and getattr(args, action.dest) != action.default]
+                if action.dest not in kept and action.option_strings and getattr(args, action.dest) != action.default]
     if training:
         raise cli.UsageError(f"--extend does not train: {', '.join(training)} do(es) not apply; drop them")
-    if not args.add_vocab_from:
-        raise cli.UsageError("--extend needs --add-vocab-from OTHER_TOKENIZER (the vocabulary whose tokens to add)")
     for item in args.eval_text:
         name, _, path = item.partition("=")
         if not name or not path:
@@ -103,6 +111,7 @@ def extend_options_from_args(args: argparse.Namespace):
     from tokenizer_training.extend import ExtendOptions
 
     return ExtendOptions(base=args.extend, output=args.output, add_vocab_from=args.add_vocab_from,
+                         add_tokens=args.add_tokens, corpus=options_from_args(args) if args.add_tokens else None,
                          fill_unused=args.fill_unused, overwrite=args.overwrite,
                          eval_texts=tuple(tuple(item.split("=", 1)) for item in args.eval_text))
 

@@ -170,3 +170,37 @@ def test_clear_errors(capsys, korean, english, extended, tmp_path):
     assert "no such directory" in usage("--extend", str(tmp_path / "none"), "--add-vocab-from", str(english),
                                         "--output", str(tmp_path / "b"))
     assert not (tmp_path / "b" / EXTENSION_FILE).exists()
+
+
+def test_add_tokens_takes_the_words_that_save_the_most_tokens(korean, texts, tmp_path):
+    """English words into the Korean vocabulary: the most frequent multi-piece words first."""
+    output = tmp_path / "tok"
+    run_cli("--extend", str(korean), "--add-tokens", "200", "--input", str(texts["en"]), "--format", "text",
+            "--eval-fraction", "0.1", "--output", str(output), "--fill-unused")
+    report = read_extension(str(output))
+    new, old = vocab(output), vocab(korean)
+    assert len(report["added"]) == 200 and len(new) == len(old) + 197  # three went into [unused0..2]
+    assert new[5:8] == [token for token, _ in report["added"][:3]]
+    assert all(new[index] == old[index] for index in range(len(old)) if index not in (5, 6, 7))
+    base = AutoTokenizer.from_pretrained(str(korean))
+    best = report["selection"]["best"]
+    assert [gain for _, gain in best] == sorted((gain for _, gain in best), reverse=True)
+    for word, gain in best[:5]:
+        pieces = len(base.tokenize(word))
+        assert pieces > 1 and gain % (pieces - 1) == 0  # occurrences x (pieces - 1)
+    held_out = report["evaluation"]["held_out"]
+    assert held_out["after"]["fertility"] < 0.9 * held_out["before"]["fertility"]
+    assert report["selection"]["held_out"] > 0 and report["source"]["source"] == "corpus"
+    assert AutoTokenizer.from_pretrained(str(output)).tokenize(best[0][0]) == [best[0][0]]
+
+
+def test_add_tokens_errors(capsys, korean, tmp_path):
+    def usage(*argv: str) -> str:
+        assert tokenize.main([*argv, "--quiet"]) == 2
+        return capsys.readouterr().err
+
+    assert "needs --input" in usage("--extend", str(korean), "--add-tokens", "5", "--output", str(tmp_path / "a"))
+    assert "one of them" in usage("--extend", str(korean), "--add-tokens", "5", "--add-vocab-from", str(korean),
+                                  "--input", "x.txt", "--output", str(tmp_path / "a"))
+    assert "--vocab-size do(es) not apply" in usage("--extend", str(korean), "--add-tokens", "5", "--input", "x.txt",
+                                                   "--vocab-size", "9", "--output", str(tmp_path / "a"))
