@@ -64,7 +64,8 @@ class Stage(beam.DoFn):
 
 
 class ReadLines(Stage):
-    """All files, in order, read by one worker under --limit (the first records, as a plain loop reads) -> LineBatches."""
+    """All files, in order, read by one worker under --limit (the first records, as a plain loop reads)
+    -> LineBatches."""
 
     def __init__(self, settings: RunSettings, limit: int | None):
         self.settings, self.limit = settings, limit

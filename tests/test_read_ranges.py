@@ -106,7 +106,7 @@ def test_split_reading_equals_one_reader_on_every_shape(tmp_path, shape):
         assert split == whole, range_bytes
         assert pieces > 1 or range_bytes >= len(text.encode(encoding))
     if shape == "text":  # an oversized line is one line_too_long record (None) at its own number, split or not
-        assert (4, None) in whole[0] and whole[0][-1] == (6, "마지막 가나다라마바사아자차카타파하".encode())
+        assert (4, None) in whole[0] and whole[0][-1] == (6, ("마지막 " + HANGUL).encode())
 
 
 def test_only_uncompressed_one_record_per_line_files_are_split(tmp_path):

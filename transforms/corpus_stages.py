@@ -174,7 +174,8 @@ def _record_batches(source: SourceFile, open_stream, settings: RunSettings, limi
                 if limit is not None and len(lines) >= limit:
                     break
                 if len(lines) >= LINES_PER_BATCH:
-                    yield LineBatch(source, reader.header, batch_first, lines, line_numbers=numbers if numbered else None)
+                    yield LineBatch(source, reader.header, batch_first, lines,
+                                    line_numbers=numbers if numbered else None)
                     limit = None if limit is None else limit - len(lines)
                     lines, numbers = [], []
     except Exception as failure:  # noqa: BLE001 - any failure of a file is its read_error, counted
