@@ -1,26 +1,29 @@
 """The Spark graph of pipeline.run (`--engine spark`): the stages of pipeline/beam_run.py on PySpark RDDs.
 
 Every step calls the same engine-free function as the Beam graph (transforms.corpus_stages,
-transforms.near_pairs, transforms.connected), on the same
-batches: LineBatches, Arrow record batches and tables, numpy arrays. Beam's GroupByKey is
-`groupByKey` / `cogroup` over the same keys (text partitions, band partitions, pairs'
-partitions), so each Spark task sees what a Beam worker would, and the files written are the
-same bytes (tests/test_spark.py compares them).
+transforms.near_pairs, transforms.connected), on the same batches: LineBatches, Arrow record
+batches and tables, numpy arrays. Beam's GroupByKey is a shuffle over the same keys (text
+partitions, band partitions, pairs' partitions) followed by a sort by key (`_group`), so each
+key's values reach one call as they reach a Beam worker, and the files written are the same
+bytes (tests/test_spark.py compares them).
 
 A step with several outputs (Beam's tagged outputs) yields (tag, value) pairs into one RDD
 that is persisted (memory, spilling to disk) and split by tag. Every step's tally travels as a
 COUNTS element and is added up by one final action (`add_counts`: sums, `max_*` by max), not
 by accumulators: Spark may run a task twice (a lost executor, speculation), and a counts
 dataset counts only the attempt whose output was used. The components run as Beam's do:
-`rounds` unrolled groupByKey rounds of `connected.contract_round`, `finish`, and only if
-some node is not yet in a star, `fallback_components` in one task. Nothing but counts and
-that one number reach the driver: no edges, ids or records (docs/spark.md).
+rounds of `connected.contract_round` with the same convergence checks, `finish`, and only if
+some node is not yet in a star, `fallback_components` in one task. Nothing but counts (and
+the unconverged counts the checks read) reaches the driver: no edges, ids or records
+(docs/spark.md).
 """
 from __future__ import annotations
 
 import time
 from collections import Counter
 from functools import partial
+from itertools import groupby
+from operator import itemgetter
 
 from transforms import components, connected, corpus_stages, near_pairs
 from transforms.corpus_stages import RunSettings, SourceFile, add_counts, columns_to_fetch, write_joined
@@ -247,10 +250,32 @@ def _line_batches(context, sources: list[SourceFile], settings: RunSettings, lim
 
 
 def _group(rdd, other=None, *, tasks: int):
-    """Beam's GroupByKey (or with `other`, a two-way CoGroupByKey) over text or band partitions, in `tasks` Spark
-    partitions: each task takes its keys one at a time, so fewer tasks than keys changes no output, only the
-    scheduling (one task per core, not per key)."""
-    return rdd.groupByKey(tasks) if other is None else rdd.cogroup(other, tasks)
+    """Beam's GroupByKey (or with `other`, a two-way CoGroupByKey) over text or band partitions -> (key, [values])
+    (or (key, ([values], [other's values]))), in `tasks` Spark partitions.
+
+    Not PySpark's groupByKey / cogroup: they combine on the map side, so one key's values from a whole map task
+    cross into the JVM as one element (the band entries of a large input, hundreds of MB, were more than a 1 GB
+    heap holds). Here every value crosses alone; each task sorts its elements by key (PySpark's external sort,
+    which spills) and takes its keys one at a time, holding one key's values, as a Beam worker does. Fewer tasks
+    than keys changes no output, only the scheduling (one task per core, not per key).
+    """
+    if other is None:
+        return rdd.repartitionAndSortWithinPartitions(tasks).mapPartitions(_values_by_key)
+    tagged = rdd.mapValues(lambda value: (0, value)).union(other.mapValues(lambda value: (1, value)))
+    return tagged.repartitionAndSortWithinPartitions(tasks).mapPartitions(_two_sides_by_key)
+
+
+def _values_by_key(items):
+    for key, group in groupby(items, key=itemgetter(0)):
+        yield key, [value for _, value in group]
+
+
+def _two_sides_by_key(items):
+    for key, group in groupby(items, key=itemgetter(0)):
+        sides: tuple[list, list] = ([], [])
+        for _, (side, value) in group:
+            sides[side].append(value)
+        yield key, sides
 
 
 def _near_duplicates(bands, records, settings: RunSettings, shuffle, persisted: list):
