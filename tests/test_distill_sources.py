@@ -162,3 +162,32 @@ def test_one_source_student_starts_from_a_model_directory(world, tmp_path, capsy
                           start["bert.embeddings.word_embeddings.weight"], atol=1e-6)
     assert main([*common, "--student", str(world["student"]), "--output", str(tmp_path / "x")]) == 2
     assert "vocab_size" in capsys.readouterr().err
+
+
+def test_two_process_ddp_run_follows_one_schedule(world, tmp_path):
+    """torchrun with 2 CPU processes (gloo): both ranks take the same source at every micro-batch, each
+    its own global batches of it; the logged tokens are exactly the first 4 global batches of each source."""
+    import os
+    import subprocess
+    import sys
+
+    from distill.data import ShardBatches, open_shard_dir, open_split
+    from distill.sources import source_seed
+
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(29600 + os.getpid() % 1000), "-m", "distill.train", *sources(world), "--student",
+               str(world["student"]), "--output", str(output), "--objective", "minilmv2", "--relation-heads", "8",
+               "--batch-size", "8", "--max-steps", "4", "--log-every", "4", "--shuffle-buffer", "200",
+               "--loader-workers", "0"]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          cwd=Path(__file__).resolve().parent.parent, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (line,) = metrics(output)
+    expected = 0
+    for index, name in enumerate(("ko", "en")):
+        split = open_split(open_shard_dir(world[f"{name}-shards"]), "train")
+        batches = ShardBatches(split, 8, seed=source_seed(0, index), shuffle_buffer=200)
+        expected += sum(batch["tokens"] for _, batch in zip(range(4), batches))
+    assert line["tokens"] == expected
+    assert line["loss_ko"] > 0 and line["loss_en"] > 0
