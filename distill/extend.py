@@ -294,6 +294,9 @@ def extend_model(args: argparse.Namespace, progress: cli.Progress) -> dict:
     if len(tokenizer.vocab) != extension["vocab_size"]:
         raise ValueError(f"{args.tokenizer}: {len(tokenizer.vocab):,} tokens, extension.json says "
                          f"{extension['vocab_size']:,}")
+    if args.init == "regression" and not extension["id_map"]:
+        raise ValueError(f"{args.tokenizer} added a corpus's words (pipeline.tokenize --add-tokens): no donor model "
+                         "has rows for them; use --init subword-mean or mean")
     model, _ = load_teacher(args.model, "--model")
     check_base_model(model, args.model, extension, tokenizer.vocab)
     special = set(tokenizer.special_ids.values())

@@ -195,3 +195,16 @@ def test_help_answers_without_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).resolve().parent.parent)
     assert result.stdout.strip() == "False"
+
+
+def test_a_corpus_extension_grows_by_subword_mean_and_refuses_regression(world, tmp_path, capsys):
+    """--add-tokens words have no donor: subword-mean grows the model (base rows kept), regression is refused."""
+    tokenizer = tmp_path / "tok"
+    run_tokenize("--extend", str(world["ko"]), "--add-tokens", "30", "--input", str(world["root"] / "en.txt"),
+                 "--format", "text", "--output", str(tokenizer))
+    report = run_extend("--model", str(world["base"]), "--tokenizer", str(tokenizer), "--init", "subword-mean",
+                        "--output", str(tmp_path / "out"))
+    assert report["new_rows"] == 30 and report["base_max_abs_difference"] < 1e-5
+    assert extend.main(["--model", str(world["base"]), "--tokenizer", str(tokenizer), "--init", "regression",
+                        "--donor", str(world["donor"]), "--output", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "no donor model" in capsys.readouterr().err
