@@ -3,12 +3,12 @@
 Every step calls the same engine-free function as the Beam graph (transforms.corpus_stages,
 transforms.near_pairs, transforms.connected), on the same batches: LineBatches, Arrow record
 batches and tables, numpy arrays. Beam's GroupByKey is a shuffle over the same keys (text
-partitions, band partitions, pairs' partitions) followed by a sort by key (`_group`), so each
+partitions, band partitions, pairs' partitions) followed by a sort by key (`group_by_key`), so each
 key's values reach one call as they reach a Beam worker, and the files written are the same
 bytes (tests/test_spark.py compares them).
 
 A step with several outputs (Beam's tagged outputs) yields (tag, value) pairs into one RDD
-that is persisted (memory, spilling to disk) and split by tag. Every step's tally travels as a
+that is persisted (on local disk) and split by tag. Every step's tally travels as a
 COUNTS element and is added up by one final action (`add_counts`: sums, `max_*` by max), not
 by accumulators: Spark may run a task twice (a lost executor, speculation), and a counts
 dataset counts only the attempt whose output was used. The components run as Beam's do:
@@ -193,10 +193,11 @@ def write_rejected(groups, settings: RunSettings):
 
 
 def _persist(rdd, persisted: list):
-    """Keep an RDD that several steps read (in memory, spilling to disk), to unpersist at the end."""
+    """Keep an RDD that several steps read, on local disk (not in the JVM heap: a 1 GB executor runs 2 GB of input),
+    to unpersist at the end."""
     from pyspark import StorageLevel
 
-    persisted.append(rdd.persist(StorageLevel.MEMORY_AND_DISK))
+    persisted.append(rdd.persist(StorageLevel.DISK_ONLY))
     return rdd
 
 
@@ -216,7 +217,7 @@ def run_graph(session, sources: list[SourceFile], settings: RunSettings, limit: 
     wall seconds."""
     started = time.perf_counter()
     context = session.sparkContext
-    shuffle = partial(_group, tasks=min(settings.num_partitions, context.defaultParallelism))
+    shuffle = partial(group_by_key, tasks=min(settings.num_partitions, context.defaultParallelism))
     persisted: list = []
     parsed = _Outputs(_line_batches(context, sources, settings, limit).mapPartitions(partial(parse, settings=settings)),
                       persisted)
@@ -249,7 +250,7 @@ def _line_batches(context, sources: list[SourceFile], settings: RunSettings, lim
     return numbered.repartition(len(planned)).mapPartitions(partial(read_ranges, settings=settings))
 
 
-def _group(rdd, other=None, *, tasks: int):
+def group_by_key(rdd, other=None, *, tasks: int):
     """Beam's GroupByKey (or with `other`, a two-way CoGroupByKey) over text or band partitions -> (key, [values])
     (or (key, ([values], [other's values]))), in `tasks` Spark partitions.
 

@@ -2,7 +2,7 @@
 
     units -> tokenize (tokenize_unit; the tokenizer loaded once per task)
           -> split_slots summed per split (two numbers, read by the driver: Beam's side input)
-          -> assign_buckets -> groupByKey (split, bucket) -> pack_bucket + write_bucket
+          -> assign_buckets -> group_by_key (split, bucket) -> pack_bucket + write_bucket
           -> the shards' records (one small dict per shard) -> write_index
 
 The same functions of transforms/shard_stages.py as the Beam graph, on the same batches, so
@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from functools import partial
 
+from pipeline.spark_run import group_by_key
 from transforms import shard_stages as stages
 
 MAIN, COUNTS = "main", "counts"
@@ -52,12 +53,13 @@ def run(session, units: list[stages.ReadUnit], settings: stages.ShardSettings) -
     context = session.sparkContext
     tasks = max(1, min(len(units), context.defaultParallelism))
     tokenized = context.parallelize(units, tasks).mapPartitions(partial(tokenize, settings=settings)).persist(
-        StorageLevel.MEMORY_AND_DISK)
+        StorageLevel.DISK_ONLY)
     batches = tokenized.filter(lambda item: item[0] == MAIN).map(lambda item: item[1])
     totals = batches.map(lambda element: (element[0], stages.split_slots(element[1]))).reduceByKey(
         lambda a, b: a + b).collectAsMap()  # one number per split
-    packed = (batches.flatMap(partial(assign, totals=totals, settings=settings)).groupByKey(context.defaultParallelism)
-              .mapPartitions(partial(pack_and_write, settings=settings)).persist(StorageLevel.MEMORY_AND_DISK))
+    buckets = group_by_key(batches.flatMap(partial(assign, totals=totals, settings=settings)),
+                           tasks=context.defaultParallelism)
+    packed = buckets.mapPartitions(partial(pack_and_write, settings=settings)).persist(StorageLevel.DISK_ONLY)
     stages.write_index(packed.filter(lambda item: item[0] == MAIN).map(lambda item: item[1]).collect(), settings)
     counts = (context.union([tokenized, packed]).filter(lambda item: item[0] == COUNTS).map(lambda item: item[1])
               .fold(Counter(), lambda a, b: a + b))
