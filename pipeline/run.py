@@ -177,6 +177,14 @@ def preflight(args, sources: list, id_field_explicit: bool) -> list:
     return [dataclasses.replace(source, quoting=args.quoting) for source in sources]
 
 
+def refuse_earlier_run(output: str, overwrite: bool) -> None:
+    """A UsageError if the output holds an earlier run (finished or not) and there is no --overwrite."""
+    existing = [name for name in (STATS_FILE, *OUTPUT_SUBDIRS) if storage.exists(storage.join(output, name))]
+    if existing and not overwrite:
+        state = "a finished run" if STATS_FILE in existing else "an unfinished run (no stats.json)"
+        raise UsageError(f"{output} already holds {state}: {', '.join(existing)}; pass --overwrite to replace it")
+
+
 def prepare_output(output: str, overwrite: bool) -> str:
     """Refuse to mix with an earlier run unless --overwrite; return a fresh, empty staging dir.
 
@@ -184,10 +192,7 @@ def prepare_output(output: str, overwrite: bool) -> str:
     an interrupted run leaves the earlier output as it was. A staging dir left by a dead run
     is not an earlier run and goes (the output lock makes sure no live run owns it).
     """
-    existing = [name for name in (STATS_FILE, *OUTPUT_SUBDIRS) if storage.exists(storage.join(output, name))]
-    if existing and not overwrite:
-        state = "a finished run" if STATS_FILE in existing else "an unfinished run (no stats.json)"
-        raise UsageError(f"{output} already holds {state}: {', '.join(existing)}; pass --overwrite to replace it")
+    refuse_earlier_run(output, overwrite)
     staging = storage.staging_dir(storage.absolute(output))
     storage.delete(staging)
     storage.mkdirs(staging)
@@ -455,6 +460,8 @@ def run(argv: list[str] | None = None) -> dict:
     if sources is not None:
         sources = preflight(args, sources, id_field_explicit=any(
             token == "--id-field" or token.startswith("--id-field=") for token in (argv or sys.argv[1:])))
+    with output_problems(args.output):
+        refuse_earlier_run(args.output, args.overwrite)  # before an engine starts (a Spark JVM takes seconds)
     with contextlib.ExitStack() as stack:
         run_engine, runner = engine(args, beam_args, stack)
         stats = run_and_publish(args, beam_args, sources, estimated_bytes, run_engine, runner, progress, started)
