@@ -233,17 +233,18 @@ def engine(args, beam_args: list[str], stack: contextlib.ExitStack):
 
 def shard(settings: ShardSettings, args, beam_args: list[str]) -> dict:
     """The command's body, after parsing; returns the manifest."""
+    started = time.perf_counter()
     cli.check_engine_arguments(args, beam_args)
+    plan = preflight(settings, args.overwrite)  # before an engine starts (a Spark JVM takes seconds)
     with contextlib.ExitStack() as stack:
         run_engine, runner = engine(args, beam_args, stack)
-        return shard_on(settings, args, run_engine, runner)
+        return shard_on(plan, args, run_engine, runner, started)
 
 
-def shard_on(settings: ShardSettings, args, run_engine, runner: str) -> dict:
-    """Preflight, stage, run the graph, publish, summarise; returns the manifest."""
-    started = time.perf_counter()
+def shard_on(plan: Plan, args, run_engine, runner: str, started: float) -> dict:
+    """Stage, run the graph, publish, summarise; returns the manifest."""
+    settings = plan.settings
     progress = cli.Progress(COMMAND, enabled=not args.quiet)
-    plan = preflight(settings, args.overwrite)
     progress.say(f"{len(plan.input_files)} input file(s), {len(plan.units)} row group(s), {plan.documents:,} "
                  f"documents; vocabulary {plan.vocab_size:,} ({plan.settings.dtype})")
     with cli.OutputLock(settings.output):
