@@ -3,7 +3,7 @@ PY := .venv/bin/python
 PIP := .venv/bin/pip
 STAMP := .venv/.installed
 
-.PHONY: setup demo test bench clean-demo
+.PHONY: setup demo test test-xla bench clean-demo
 
 setup: $(STAMP)
 
@@ -25,6 +25,21 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# The --device xla path on XLA's CPU backend (docs/tpu.md), in its own virtualenv: torch_xla 2.9.0
+# needs torch 2.9.0 exactly, PyPI's CUDA build (~7 GB; it imports without a GPU), installed in one
+# resolve with the project so that nothing replaces that torch. tests_xla/ is not part of `make test`.
+XLA_VENV := .venv-xla
+XLA_STAMP := $(XLA_VENV)/.installed
+
+$(XLA_STAMP): pyproject.toml
+	python3 -m venv $(XLA_VENV)
+	$(XLA_VENV)/bin/pip install -q --upgrade pip
+	$(XLA_VENV)/bin/pip install -q torch==2.9.0 torch_xla==2.9.0 -e '.[distill]' pytest pytest-xdist
+	touch $(XLA_STAMP)
+
+test-xla: $(XLA_STAMP)
+	PJRT_DEVICE=CPU $(XLA_VENV)/bin/python -m pytest -q -n 2 tests_xla
 
 bench: setup
 	$(PY) -m bench.run_all

@@ -3,7 +3,8 @@
 torch_xla is imported only when asked for, or when it is installed and no GPU is. The
 differences stay in this module: device and process group set-up, the autocast context, the
 teacher's dtype, the gradient all-reduce across TPU replicas (xm.reduce_gradients; DDP does it
-for GPUs), the step barrier XLA needs (torch_xla.sync) and the RNG state saved in checkpoints.
+for GPUs), the step barrier XLA needs (torch_xla.sync), the RNG state saved in checkpoints, and
+the per-step XLA counters of DISTILL_XLA_METRICS (StepMetrics; docs/tpu.md).
 
 See docs/distill.md, "Devices".
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 from dataclasses import dataclass
 
@@ -156,3 +158,52 @@ def set_rng_state(state: dict, runtime: Runtime) -> None:
     torch.set_rng_state(state["torch"])
     if runtime.kind == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], runtime.device)
+
+
+STEP_METRICS_ENV = "DISTILL_XLA_METRICS"
+# torch_xla.debug.metrics names: each metric's sample count is how often it happened.
+XLA_EVENTS = {"compiles": "CompileTime", "executions": "ExecuteTime", "to_host": "TransferFromDeviceTime"}
+
+
+class StepMetrics:
+    """What XLA did between two marks of the loop (graphs compiled, graphs executed, device-to-host
+    transfers), one JSON line per mark appended to the file named by DISTILL_XLA_METRICS.
+
+    Why: on a TPU a recompilation or a host read inside the step costs more than the step itself,
+    and neither shows in the loss. A mark first waits for the device (execution is asynchronous,
+    and counts only appear once it is done), so this is a diagnostic that slows training; unset,
+    the loop pays one attribute lookup per mark. tests_xla/ and bench/bench_xla.py read the file.
+    """
+
+    def __init__(self, path: str | None, runtime: Runtime) -> None:
+        self.path = path
+        self.rank = runtime.rank
+        self._last: dict[str, int] | None = None
+        if path:
+            self._last = self._counts()
+
+    @classmethod
+    def from_env(cls, runtime: Runtime) -> "StepMetrics":
+        path = os.environ.get(STEP_METRICS_ENV) or None
+        if path and runtime.kind != "xla":
+            raise ValueError(f"{STEP_METRICS_ENV} counts XLA compilations and transfers: it applies to --device xla "
+                             f"only (this run is on {runtime.kind}); unset it")
+        return cls(path, runtime)
+
+    @staticmethod
+    def _counts() -> dict[str, int]:
+        import torch_xla.core.xla_model as xm
+        import torch_xla.debug.metrics as met
+
+        xm.wait_device_ops()
+        return {key: (met.metric_data(name) or (0,))[0] for key, name in XLA_EVENTS.items()}
+
+    def mark(self, what: str, step: int) -> None:
+        """Record what happened since the previous mark, as `what` ("step", "log", "save") at `step`."""
+        if not self.path:
+            return
+        counts = self._counts()
+        line = {"rank": self.rank, "step": step, "what": what, **{k: counts[k] - self._last[k] for k in counts}}
+        self._last = counts
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(line) + "\n")

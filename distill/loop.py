@@ -176,6 +176,7 @@ def prepare(args: argparse.Namespace, runtime: devices.Runtime, precision: str) 
     if config.needs_teacher():
         teacher = Teacher(teacher_model, config).to(runtime.device, devices.DTYPES[precision])
     model = CapturingStudent(student, config).to(runtime.device)
+    student.tie_weights()  # on XLA, .to() gives each module a new Parameter: the MLM decoder would part from the embeddings
     stream = make_stream(args, runtime, shards, split, config)
     max_steps = args.max_steps or max(1, stream.batches_per_epoch() // args.grad_accum)
     return Setup(config, shards, teacher, model, stream, max_steps)
@@ -553,6 +554,7 @@ def train(args: argparse.Namespace, runtime: devices.Runtime) -> None:
     """Run (or continue) a distillation in this process."""
     quiet_transformers(args.verbose)
     with usage_errors():
+        probe = devices.StepMetrics.from_env(runtime)  # off unless DISTILL_XLA_METRICS names a file
         precision = devices.resolve_precision(args.precision, runtime.kind)
         run = make_run(args, runtime, precision, prepare(args, runtime, precision))
         state = restore(run)
@@ -560,12 +562,16 @@ def train(args: argparse.Namespace, runtime: devices.Runtime) -> None:
     run.setup.model.train()
     batches = iter(run.setup.stream)
     state.start_clock()
+    probe.mark("start", state.step)
     while state.step < run.stop_at:
         lr = train_step(run, state, batches)
+        probe.mark("step", state.step)
         if state.step % args.log_every == 0 or state.step == run.stop_at:
             log_metrics(run, state, lr)
+            probe.mark("log", state.step)
         if state.step % args.save_every == 0 or state.step == run.stop_at:
             save(run, state)
+            probe.mark("save", state.step)
     finish(run, state)
 
 

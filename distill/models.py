@@ -206,6 +206,7 @@ class Teacher:
         depth = config.teacher_depth()
         model.bert.encoder.layer = nn.ModuleList(list(model.bert.encoder.layer)[:depth])
         model.config.num_hidden_layers = depth
+        self._model = model
         self.bert = model.bert
         self.reads = config.reads("teacher")
         self.head = model.cls if config.needs_teacher_logits() else None
@@ -216,6 +217,7 @@ class Teacher:
         self.bert.to(device=device, dtype=dtype)
         if self.head is not None:
             self.head.to(device=device, dtype=dtype)
+            self._model.tie_weights()  # on XLA, .to() gives each module a new Parameter: one decoder copy, not two
         return self
 
     @torch.no_grad()

@@ -354,3 +354,14 @@ def test_bench_distill_parses_its_options():
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "--quick" in result.stdout
+
+
+def test_xla_step_metrics_are_refused_off_xla(world, tmp_path, capsys, monkeypatch):
+    """DISTILL_XLA_METRICS (distill.device.StepMetrics; tests_xla/ uses it) counts XLA's compilations
+    and transfers: on another device it is refused before any work, not silently ignored."""
+    monkeypatch.setenv("DISTILL_XLA_METRICS", str(tmp_path / "steps.jsonl"))
+    capsys.readouterr()
+    assert train(world, tmp_path / "out", "--max-steps", "2", "--device", "cpu") == 2
+    assert "DISTILL_XLA_METRICS counts XLA compilations and transfers: it applies to --device xla only (this run " \
+           "is on cpu); unset it" in usage_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "steps.jsonl").exists() and not (tmp_path / "out" / "metrics.jsonl").exists()
