@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.common import NSMC_PATH, RESULTS_DIR, WORK_DIR
 
-STAGES = ["clean", "near_dedup", "scale", "spark", "tokenize", "shard", "distill", "distill_value"]
+STAGES = ["clean", "near_dedup", "scale", "spark", "tokenize", "shard", "distill", "distill_value", "extend", "xla"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
