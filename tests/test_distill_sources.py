@@ -191,3 +191,19 @@ def test_two_process_ddp_run_follows_one_schedule(world, tmp_path):
         expected += sum(batch["tokens"] for _, batch in zip(range(4), batches))
     assert line["tokens"] == expected
     assert line["loss_ko"] > 0 and line["loss_en"] > 0
+
+
+@pytest.mark.parametrize("objective", ["minilm", "distilbert"])
+def test_two_teachers_of_one_vocabulary_run_every_objective(world, tmp_path, objective):
+    """Two Korean teachers on the same shards: no id map, so the logit terms (distilbert) apply too."""
+    second = build_teacher(tmp_path / "ko-teacher-2", world["ko-tok"], world["ko-size"], seed=7)
+    student = tmp_path / "student.json"
+    student.write_text(json.dumps({"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+                                   "intermediate_size": 64, "max_position_embeddings": 64}), encoding="utf-8")
+    assert main(["--source", f"a={world['ko']}:{world['ko-shards']}", "--source", f"b={second}:{world['ko-shards']}",
+                 "--student", str(student), "--objective", objective, "--output", str(tmp_path / "out"),
+                 "--batch-size", "8", "--max-steps", "4", "--log-every", "2", "--loader-workers", "0", "--quiet"]) == 0
+    lines = metrics(tmp_path / "out")
+    assert [line["step"] for line in lines] == [2, 4]
+    assert all(line["loss_a"] > 0 and line["loss_b"] > 0 for line in lines)
+    assert (tmp_path / "out" / "student" / "model.safetensors").exists()
