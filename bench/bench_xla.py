@@ -121,12 +121,10 @@ def mask_probe(steps: int = 12, warmup: int = 3) -> dict[str, dict]:
     mask: per-step executions, host transfers and compilations after the warm-up, and ms per step."""
     import torch
     import torch_xla
-    import torch_xla.core.xla_model as xm
-    import torch_xla.debug.metrics as met
     from transformers import BertConfig, BertForMaskedLM
 
     from distill.attention import allowed_pairs, attention_bias, row_layout
-    from distill.device import XLA_EVENTS
+    from distill.device import StepMetrics
     from distill.models import encode
 
     device = torch_xla.device()
@@ -157,16 +155,12 @@ def mask_probe(steps: int = 12, warmup: int = 3) -> dict[str, dict]:
             optimizer.zero_grad(set_to_none=True)
             torch_xla.sync()
 
-        def counts():
-            xm.wait_device_ops()
-            return {key: (met.metric_data(name) or (0,))[0] for key, name in XLA_EVENTS.items()}
-
         for _ in range(warmup):
             step()
-        before, started = counts(), time.perf_counter()
+        before, started = StepMetrics.counts(), time.perf_counter()
         for _ in range(steps):
             step()
-        after = counts()
+        after = StepMetrics.counts()
         results[label] = {**{key: (after[key] - before[key]) / steps for key in after},
                           "ms": (time.perf_counter() - started) / steps * 1e3}
     return results

@@ -180,7 +180,7 @@ class StepMetrics:
         self.rank = runtime.rank
         self._last: dict[str, int] | None = None
         if path:
-            self._last = self._counts()
+            self._last = self.counts()
 
     @classmethod
     def from_env(cls, runtime: Runtime) -> "StepMetrics":
@@ -191,7 +191,8 @@ class StepMetrics:
         return cls(path, runtime)
 
     @staticmethod
-    def _counts() -> dict[str, int]:
+    def counts() -> dict[str, int]:
+        """The counters so far in this process, once the device has finished what was queued."""
         import torch_xla.core.xla_model as xm
         import torch_xla.debug.metrics as met
 
@@ -202,7 +203,7 @@ class StepMetrics:
         """Record what happened since the previous mark, as `what` ("step", "log", "save") at `step`."""
         if not self.path:
             return
-        counts = self._counts()
+        counts = self.counts()
         line = {"rank": self.rank, "step": step, "what": what, **{k: counts[k] - self._last[k] for k in counts}}
         self._last = counts
         with open(self.path, "a", encoding="utf-8") as handle:
