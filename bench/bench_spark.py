@@ -147,6 +147,7 @@ def run(data_path: Path, workdir: Path) -> str:
     spark = profiled_run(python_cmd("-m", "pipeline.run", "--output", str(workdir / "nsmc_spark"), *common,
                                     *SPARK_LOCAL))
     identical = same_output(workdir / "nsmc_beam", workdir / "nsmc_spark")
+    timings = {engine: where_time_goes(workdir / f"nsmc_{engine}") for engine in ("beam", "spark")}
     large_input = workdir / "replicated.jsonl"
     records = write_replicated(data_path, large_input, LARGE_BYTES)
     large = ["--input", str(large_input), "--quiet", "--overwrite"]
@@ -161,8 +162,15 @@ def run(data_path: Path, workdir: Path) -> str:
                "large_stats": stats, "beam_large": beam_large,
                "large_identical": beam_large is not None and same_output(workdir / "large_beam",
                                                                          workdir / "large_spark"),
-               "load": os.getloadavg()}
+               "load": os.getloadavg(), "timings": timings}
     return section(results, time.perf_counter() - started)
+
+
+def where_time_goes(output: Path) -> tuple[float, float, float]:
+    """(seconds before the graph ran: start-up, preflight; the graph's wall seconds; the stages' own CPU seconds)."""
+    timings = json.loads((output / "stats.json").read_text())["timings"]
+    worker = sum(value for key, value in timings.items() if key.endswith("_worker_seconds"))
+    return timings["total_seconds"] - timings["pipeline_seconds"], timings["pipeline_seconds"], worker
 
 
 def kinds_table(run_result: dict) -> list[str]:
@@ -200,6 +208,14 @@ def section(r: dict, seconds: float) -> str:
         f"Spark / Beam wall time: **{spark['seconds'] / beam['seconds']:.2f}x** (target: within 1.5x); "
         f"Spark / plain loop: **{spark['seconds'] / loop_seconds:.2f}x**. "
         f"Outputs byte-identical: **{'yes' if r['identical'] else 'NO'}**.",
+        "",
+        "Where the time goes (stats.json timings): " + "; ".join(
+            f"{engine}: {before:.1f} s before the graph (start-up{', the JVM' if engine == 'spark' else ''}), "
+            f"{graph:.1f} s in the graph, of which the stage functions themselves {worker:.1f} s"
+            for engine, (before, graph, worker) in r["timings"].items())
+        + ". The rest of the graph's time is each engine's scheduling and serialization between stages: on a "
+          "corpus this small, Spark's fixed cost per stage (a job or shuffle of Python objects through the JVM) "
+          "dominates; at 250 MB (below) the two engines are close.",
         "",
         f"### {size_text(r['large_bytes'])} of JSON lines on Spark with 1 GB driver and 1 GB executor memory",
         "",
