@@ -31,10 +31,6 @@ from transforms.corpus_stages import RunSettings, SourceFile, add_counts, column
 MAIN, SIDE, COUNTS = "main", "side", "counts"  # the tags of a step's outputs
 
 
-def _tally(total: Counter, tally: Counter) -> Counter:
-    return add_counts(total, tally)
-
-
 # ---------------------------------------------------------------- steps: one Spark partition of elements in
 
 
@@ -61,7 +57,7 @@ def parse(batches, settings: RunSettings):
             yield MAIN, item
         for item in rejected.items():
             yield SIDE, item
-        _tally(total, tally)
+        add_counts(total, tally)
     yield COUNTS, total
 
 
@@ -75,7 +71,7 @@ def dedup(groups, settings: RunSettings):
         yield MAIN, (partition, table)
         for item in bands.items():
             yield SIDE, item
-        _tally(total, tally)
+        add_counts(total, tally)
     yield COUNTS, total
 
 
@@ -91,7 +87,7 @@ def bucket_pairs(groups):
             yield MAIN, item
         for item in requests.items():
             yield SIDE, item
-        _tally(total, tally)
+        add_counts(total, tally)
     yield COUNTS, total
 
 
@@ -104,7 +100,7 @@ def fetch_texts(joined, settings: RunSettings):
         tally["max_fetch_requests"] = sum(len(r["row"]) for r in requests)
         for item in fetched.items():
             yield MAIN, item
-        _tally(total, tally)
+        add_counts(total, tally)
     yield COUNTS, total
 
 
@@ -117,7 +113,7 @@ def verify_pairs(joined, settings: RunSettings):
         tally["max_verify_pairs"] = sum(len(p) for p in pairs)
         if edges is not None:
             yield MAIN, edges
-        _tally(total, tally)
+        add_counts(total, tally)
     yield COUNTS, total
 
 
@@ -139,7 +135,7 @@ def contract(groups, first: bool, check: bool):
         for item in routed.items():
             yield MAIN, item
         unconverged += tally.pop(connected.ROUND_UNCONVERGED, 0)
-        _tally(total, tally)
+        add_counts(total, tally)
     if check:
         yield SIDE, unconverged
     if first:
@@ -154,7 +150,7 @@ def finish_stars(groups):
         rows, _, tally = connected.finish(partition, entries)
         if rows is not None:
             yield MAIN, (partition, rows)
-        _tally(total, tally)
+        add_counts(total, tally)
     yield COUNTS, total
 
 
@@ -166,7 +162,7 @@ def finish(groups, first: bool):
         if rows is not None:
             yield MAIN, (partition, rows)
         unconverged += left
-        _tally(total, tally)
+        add_counts(total, tally)
     yield SIDE, unconverged
     yield COUNTS, total
 
@@ -179,7 +175,7 @@ def write(joined, settings: RunSettings, near: bool):
             value = {"records": list(value[0]), "clusters": list(value[1])}
         path, tally = write_joined(partition, value, settings)
         if path is not None:
-            _tally(total, tally)
+            add_counts(total, tally)
     yield COUNTS, total
 
 
