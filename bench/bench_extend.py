@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import NSMC_PATH, RESULTS_DIR, WORK_DIR, machine_line, read_nsmc_texts
+from bench.common import WORK_DIR, machine_line, read_nsmc_texts, run_stage
 
 BASE_VOCAB, DONOR_VOCAB = 10000, 14000
 ALPHABET = 1500  # --limit-alphabet: characters (and their ## forms) kept, so most entries are multi-character
@@ -204,15 +204,5 @@ def render(workdir: Path = WORK_DIR / "extend") -> str:
     return section(json.loads((workdir / "outcome.json").read_text()))
 
 
-def main() -> int:
-    if not NSMC_PATH.exists():
-        print(f"skipping: {NSMC_PATH} is absent", file=sys.stderr)
-        return 0
-    section_text = run(NSMC_PATH, WORK_DIR / "extend")
-    (RESULTS_DIR / "extend.md").write_text(section_text, encoding="utf-8")
-    print(section_text)
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_stage("extend", run))

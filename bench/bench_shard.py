@@ -17,13 +17,12 @@ from __future__ import annotations
 import json
 import lzma
 import os
-import sys
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import BertTokenizerFast
 
-from bench.common import (NSMC_PATH, RESULTS_DIR, WORK_DIR, machine_line, python_cmd, timed_subprocess,
+from bench.common import (machine_line, python_cmd, run_stage, timed_subprocess,
                           write_clean_corpus)
 from transforms import token_shards as ts
 from transforms.clean import clean_text
@@ -207,10 +206,4 @@ Output (NSMC): {sequences:,} sequences of {SEQ_LEN} ids in {len(manifest['splits
 
 
 if __name__ == "__main__":
-    if not NSMC_PATH.exists():
-        print(f"skipping: {NSMC_PATH} is absent", file=sys.stderr)
-        raise SystemExit(0)
-    section = run(NSMC_PATH, WORK_DIR / "shard")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "shard.md").write_text(section, encoding="utf-8")
-    print(section)
+    raise SystemExit(run_stage("shard", run))

@@ -16,13 +16,12 @@ import json
 import lzma
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
-from bench.common import NSMC_PATH, RESULTS_DIR, ROOT, WORK_DIR, machine_line, python_cmd, timed_subprocess
+from bench.common import ROOT, machine_line, python_cmd, run_stage, timed_subprocess
 
 LARGE_BYTES = int(float(os.environ.get("BENCH_SPARK_BYTES", 2e9)))
 BEAM_LARGE_BYTES = int(float(os.environ.get("BENCH_SPARK_BEAM_BYTES", 1e9)))  # Beam in memory needs ~10-14x this
@@ -252,15 +251,5 @@ def size_text(size: int) -> str:
     return f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:,.0f} MB"
 
 
-def main() -> int:
-    if not NSMC_PATH.exists():
-        print(f"skipping: {NSMC_PATH} is absent", file=sys.stderr)
-        return 0
-    text = run(NSMC_PATH, WORK_DIR / "spark")
-    (RESULTS_DIR / "spark.md").write_text(text, encoding="utf-8")
-    print(text)
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_stage("spark", run))

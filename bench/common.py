@@ -17,6 +17,19 @@ RESULTS_DIR = ROOT / "bench" / "results"
 WORK_DIR = ROOT / "bench_output"
 
 
+def run_stage(stage: str, run) -> int:
+    """`python -m bench.bench_<stage>` on its own: run(NSMC, bench_output/<stage>), the section to
+    bench/results/<stage>.md and stdout; a skip (exit 0) when the NSMC sample is absent."""
+    if not NSMC_PATH.exists():
+        print(f"skipping: {NSMC_PATH} is absent", file=sys.stderr)
+        return 0
+    section = run(NSMC_PATH, WORK_DIR / stage)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / f"{stage}.md").write_text(section, encoding="utf-8")
+    print(section)
+    return 0
+
+
 def machine_line() -> str:
     """One line naming the machine, for every section."""
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
