@@ -119,9 +119,7 @@ class DedupPartition(Stage):
 
     def process(self, element):
         partition, batches = element
-        batches = list(batches)
         table, bands, tally = corpus_stages.dedup_partition(partition, batches, self.settings)
-        tally["max_dedup_partition_records"] = sum(batch.num_rows for batch in batches)
         yield partition, table
         for band_partition, entries in bands.items():
             yield beam.pvalue.TaggedOutput(self.BANDS, (band_partition, entries))
@@ -176,9 +174,7 @@ class BucketPairs(Stage):
     REQUESTS = "requests"
 
     def process(self, element):
-        entries = list(element[1])
-        pairs, tally = near_pairs.bucket_pairs(entries)
-        tally["max_band_partition_entries"] = sum(len(e["key"]) for e in entries)
+        pairs, tally = near_pairs.bucket_pairs(element[1])
         by_dest, requests = near_pairs.route_pairs(pairs)
         yield from by_dest.items()
         for partition, request in requests.items():
@@ -194,9 +190,7 @@ class FetchTexts(Stage):
 
     def process(self, element):
         partition, joined = element
-        requests = list(joined["requests"])
-        fetched, tally = near_pairs.fetch_texts(partition, joined["records"], requests, self.settings.keep)
-        tally["max_fetch_requests"] = sum(len(r["row"]) for r in requests)
+        fetched, tally = near_pairs.fetch_texts(partition, joined["records"], joined["requests"], self.settings.keep)
         yield from fetched.items()
         yield report(tally)
 
@@ -209,9 +203,7 @@ class VerifyPairs(Stage):
 
     def process(self, element):
         joined, near = element[1], self.settings.near
-        pairs = list(joined["pairs"])
-        edges, tally = near_pairs.verify_candidates(pairs, joined["texts"], near.ngram, near.threshold)
-        tally["max_verify_pairs"] = sum(len(p) for p in pairs)
+        edges, tally = near_pairs.verify_candidates(joined["pairs"], joined["texts"], near.ngram, near.threshold)
         if edges is not None:
             yield edges
         yield report(tally)

@@ -65,9 +65,7 @@ def dedup(groups, settings: RunSettings):
     """(text partition, its record batches) -> MAIN (partition, id-sorted table), SIDE (band partition, entries)."""
     total = Counter()
     for partition, batches in groups:
-        batches = list(batches)
         table, bands, tally = corpus_stages.dedup_partition(partition, batches, settings)
-        tally["max_dedup_partition_records"] = sum(batch.num_rows for batch in batches)
         yield MAIN, (partition, table)
         for item in bands.items():
             yield SIDE, item
@@ -79,9 +77,7 @@ def bucket_pairs(groups):
     """(band partition, entries) -> MAIN (pairs' partition, pairs), SIDE (text partition, text requests)."""
     total = Counter()
     for _, entries in groups:
-        entries = list(entries)
         pairs, tally = near_pairs.bucket_pairs(entries)
-        tally["max_band_partition_entries"] = sum(len(e["key"]) for e in entries)
         by_dest, requests = near_pairs.route_pairs(pairs)
         for item in by_dest.items():
             yield MAIN, item
@@ -95,9 +91,7 @@ def fetch_texts(joined, settings: RunSettings):
     """(text partition, (its records, requests)) -> MAIN (pairs' partition, fetched texts)."""
     total = Counter()
     for partition, (records, requests) in joined:
-        requests = list(requests)
         fetched, tally = near_pairs.fetch_texts(partition, records, requests, settings.keep)
-        tally["max_fetch_requests"] = sum(len(r["row"]) for r in requests)
         for item in fetched.items():
             yield MAIN, item
         add_counts(total, tally)
@@ -108,9 +102,7 @@ def verify_pairs(joined, settings: RunSettings):
     """(pairs' partition, (pairs, fetched texts)) -> MAIN edges at the threshold."""
     total, near = Counter(), settings.near
     for _, (pairs, texts) in joined:
-        pairs = list(pairs)
         edges, tally = near_pairs.verify_candidates(pairs, texts, near.ngram, near.threshold)
-        tally["max_verify_pairs"] = sum(len(p) for p in pairs)
         if edges is not None:
             yield MAIN, edges
         add_counts(total, tally)

@@ -406,6 +406,7 @@ def dedup_partition(partition: int, batches: Iterable[pa.RecordBatch], settings:
     started = time.perf_counter()
     tally: Counter = Counter()
     table = pa.Table.from_batches(list(batches), schema=settings.record_schema())
+    tally["max_dedup_partition_records"] = table.num_rows
     table = table.set_column(table.schema.get_field_index("source"), "source",
                              table.column("source").cast(pa.string()))
     table = table.take(pc.sort_indices(table, sort_keys=SORT_KEYS)).combine_chunks()

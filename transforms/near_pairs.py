@@ -74,7 +74,7 @@ def bucket_pairs(entries: Iterable[dict], all_pairs_up_to: int = ALL_PAIRS_UP_TO
         raise ValueError(f"need 1 <= representatives <= all_pairs_up_to, got {representatives}, {all_pairs_up_to}")
     started = time.perf_counter()
     entries = [e for e in entries if len(e["key"])]
-    tally: Counter = Counter()
+    tally: Counter = Counter(max_band_partition_entries=sum(len(e["key"]) for e in entries))
     pairs = _bucket_pairs(entries, all_pairs_up_to, representatives, tally)
     tally["seconds_bucket_pairs"] += time.perf_counter() - started
     return pairs, tally
@@ -156,9 +156,10 @@ def fetch_texts(partition: int, tables: Iterable, requests: Iterable[dict], keep
 
     started = time.perf_counter()
     requests = [r for r in requests if len(r["row"])]
+    tally = Counter(max_fetch_requests=sum(len(r["row"]) for r in requests))
     tables = list(tables)
     if not requests:
-        return {}, Counter()
+        return {}, tally
     if len(tables) != 1:
         raise ValueError(f"text partition {partition}: expected its one table of records, got {len(tables)}")
     wanted = _unique_edges(np.stack([np.concatenate([r["row"] for r in requests]).astype(np.int64),
@@ -174,7 +175,8 @@ def fetch_texts(partition: int, tables: Iterable, requests: Iterable[dict], keep
         picked = inverse[wanted[:, 1] == dest]
         fetched[int(dest)] = {"node": nodes[picked], "id": ids[picked], "text": texts[picked],
                               **({"order": order[picked]} if order is not None else {})}
-    return fetched, Counter(seconds_fetch_texts=time.perf_counter() - started)
+    tally["seconds_fetch_texts"] = time.perf_counter() - started
+    return fetched, tally
 
 
 def verify_candidates(pair_batches: Iterable[np.ndarray], fetched: Iterable[dict], ngram: int, threshold: float
@@ -184,10 +186,12 @@ def verify_candidates(pair_batches: Iterable[np.ndarray], fetched: Iterable[dict
     Pairs found in several bands (or band partitions) are checked once. The edges are the
     {"a", "a_partition", "b", "b_partition"} arrays (plus "a_order", "b_order" under a
     survivor key) that transforms.components.near_duplicate_components takes; None without
-    an edge. Tally: near_dedup_pairs_checked, _verified, _rejected.
+    an edge. Tally: near_dedup_pairs_checked, _verified, _rejected, and max_verify_pairs (the
+    pairs this call was given, repeats included: bench/bench_scale.py's per-worker figure).
     """
     started = time.perf_counter()
-    tally: Counter = Counter()
+    pair_batches = list(pair_batches)
+    tally: Counter = Counter(max_verify_pairs=sum(len(p) for p in pair_batches))
     edges = _verify(pair_batches, fetched, ngram, threshold, tally)
     tally["seconds_verify_pairs"] += time.perf_counter() - started
     return edges, tally
