@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from datasketch.lsh import _optimal_param
 
@@ -15,6 +16,7 @@ from transforms.minhash import (
     DEFAULT_NGRAM,
     LSH_WEIGHTS,
     LSH_WEIGHTS_VERIFIED,
+    TEXTS_PER_BLOCK,
     band_keys,
     collision_probability,
     exact_jaccard,
@@ -22,6 +24,7 @@ from transforms.minhash import (
     shingle_hashes,
     shingle_table,
     signatures,
+    text_band_keys,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,6 +144,23 @@ def test_signatures_do_not_depend_on_batching():
     whole = signatures(texts)
     parts = np.concatenate([signatures(texts[i:i + 37]) for i in range(0, len(texts), 37)])
     assert np.array_equal(whole, parts)
+
+
+def test_text_band_keys_do_not_depend_on_the_block_size_and_equal_band_keys_of_signatures():
+    """Whole partitions are shingled a block of texts at a time (bounded memory); the keys must not change."""
+    first, second = edited_pairs(60, seed=9)
+    texts = first + ["", "   ", "\t\n", "가", " 가 "] + second + ["".join(random.Random(3).choices(SYLLABLES, k=20_000))]
+    bands, rows = 16, 8
+    reference = band_keys(signatures(texts, num_perm=128, ngram=2, seed=4), bands, rows).T
+    chunked = pa.chunked_array([texts[:50], texts[50:51], texts[51:]])  # as a Parquet partition's column arrives
+    for block in (1, 7, len(texts), TEXTS_PER_BLOCK):
+        for given in (texts, chunked):
+            keys = text_band_keys(given, 128, 2, 4, bands, rows, texts_per_block=block)
+            assert keys.dtype == np.uint64 and keys.shape == (bands, len(texts))
+            assert np.array_equal(keys, reference), (block, type(given))
+    assert text_band_keys([], 128, 2, 4, bands, rows).shape == (bands, 0)
+    with pytest.raises(ValueError, match="texts_per_block"):
+        text_band_keys(texts, 128, 2, 4, bands, rows, texts_per_block=0)
 
 
 SUBPROCESS_CODE = """

@@ -53,6 +53,9 @@ LSH_WEIGHTS_VERIFIED = (0.05, 0.95)
 _PAD = np.uint64(0x110000)  # one past the last code point: a pad never equals a character
 _POLY = np.uint64(0x100000001B3)  # the 64-bit FNV prime, as the polynomial's base
 _SHINGLES_PER_BLOCK = 8192  # 128 x 8192 uint32 = 4 MiB of work per block: stays in cache
+# Texts shingled at once by `text_band_keys`: its transient tables take ~40 bytes per character
+# plus 512 per text, ~110 MB for a block of 70-character texts, whatever the partition's size.
+TEXTS_PER_BLOCK = 32_768
 _U32 = np.uint64(32)
 _WHITESPACE_TABLE = np.array([chr(c).isspace() for c in range(0x3001)] + [False])
 
@@ -209,18 +212,29 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return np.ascontiguousarray(_fold_bands(by_band).T)
 
 
-def text_band_keys(texts: Sequence[str], num_perm: int, ngram: int, seed: int, bands: int, rows: int
-                   ) -> np.ndarray:
+def text_band_keys(texts, num_perm: int, ngram: int, seed: int, bands: int, rows: int,
+                   texts_per_block: int = TEXTS_PER_BLOCK) -> np.ndarray:
     """`band_keys(signatures(texts, num_perm, ngram, seed), bands, rows)`, transposed: [bands, n] uint64.
 
     The same keys, cheaper: only the bands*rows minima the keys use are computed, and the
-    signatures are never laid out [text, permutation].
+    signatures are never laid out [text, permutation]. `texts` is a sequence of str or a
+    pyarrow string (Chunked)Array; it is shingled `texts_per_block` texts at a time (an
+    Arrow array turned into Python strings a block at a time too), so a whole partition
+    costs its keys (8 bytes per band per text) plus one block's transient tables, not ~40
+    bytes per character of the partition. The keys do not depend on the block size.
     """
     if bands < 1 or rows < 1 or bands * rows > num_perm:
         raise ValueError(f"need bands*rows = {bands}*{rows} <= num_perm = {num_perm}")
-    offsets, hashes = shingle_table(texts, ngram)
-    minima = _minima(offsets, hashes, num_perm, seed, bands * rows)
-    return _fold_bands(minima.reshape(bands, rows, len(texts)))
+    if texts_per_block < 1:
+        raise ValueError(f"texts_per_block must be positive, got {texts_per_block!r}")
+    keys = np.empty((bands, len(texts)), dtype=np.uint64)
+    for start in range(0, len(texts), texts_per_block):
+        block = texts[start:start + texts_per_block]
+        block = block.to_pylist() if hasattr(block, "to_pylist") else block
+        offsets, hashes = shingle_table(block, ngram)
+        minima = _minima(offsets, hashes, num_perm, seed, bands * rows)
+        keys[:, start:start + len(block)] = _fold_bands(minima.reshape(bands, rows, len(block)))
+    return keys
 
 
 def _fold_bands(values: np.ndarray) -> np.ndarray:
