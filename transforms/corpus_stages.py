@@ -476,8 +476,8 @@ def band_entries(table: pa.Table, partition: int, near: NearDedupSettings, num_p
     """
     from transforms import minhash
 
-    keys = minhash.text_band_keys(table.column("text").to_pylist(), near.num_perm, near.ngram, near.seed, near.bands,
-                                  near.rows)  # [band, row]
+    # [band, row]; the texts are shingled (and turned into Python strings) a block at a time
+    keys = minhash.text_band_keys(table.column("text"), near.num_perm, near.ngram, near.seed, near.bands, near.rows)
     unverified = {} if near.verify else {"id": fixed_width_ids(table.column("id")),
                                          "order": survivor_keys(table, keep)}
     # Entries in (row, band) order, split by band partition with one stable (radix) sort of the targets.
