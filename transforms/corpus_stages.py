@@ -335,21 +335,24 @@ def parse_clean_filter(batch: LineBatch, settings: RunSettings
 
 def _parse_lines(batch: LineBatch, settings: RunSettings, tally: Counter, rejects: list[dict]):
     """(line numbers, ids or None, raw texts, kept fields) of the records that parse; the others counted."""
-    line_numbers, ids, texts, kept = [], [], [], []
-    fields, source, encoding = settings.fields, batch.source, settings.encoding
+    offsets, records = [], []  # per record: its offset in the batch, (id, text, kept fields)
+    parse, fields, source, encoding = reading.parse_line, settings.fields, batch.source, settings.encoding
+    fmt, header, quoting = source.fmt, batch.header, source.quoting
     for offset, raw in enumerate(batch.lines):
-        parsed = drop_reasons.LINE_TOO_LONG if raw is None else reading.parse_line(
-            raw, source.fmt, fields, batch.header, encoding, source.quoting)
-        if isinstance(parsed, str):
+        parsed = drop_reasons.LINE_TOO_LONG if raw is None else parse(raw, fmt, fields, header, encoding, quoting)
+        if parsed.__class__ is str:  # a drop reason
             tally[parsed] += 1
             if parsed != drop_reasons.BLANK_LINE:
                 rejects.append(reading.Reject(source.name, batch.line_of(offset), parsed,
                                               "" if raw is None else reading.raw_excerpt(raw)).to_json())
             continue
-        line_numbers.append(batch.line_of(offset))
-        ids.append(parsed[0])
-        texts.append(parsed[1])
-        kept.append(parsed[2])
+        offsets.append(offset)
+        records.append(parsed)
+    if batch.line_numbers is None:
+        line_numbers = [batch.first_line + offset for offset in offsets]
+    else:
+        line_numbers = [batch.line_numbers[offset] for offset in offsets]
+    ids, texts, kept = (list(column) for column in zip(*records)) if records else ([], [], [])
     return line_numbers, ids, texts, kept
 
 
@@ -384,7 +387,8 @@ def _record_batch(source_name: str, line_numbers: list[int], ids: list[str | Non
 
 def _split_by_text(records: pa.RecordBatch, texts: list[str], num_partitions: int) -> dict[int, pa.RecordBatch]:
     """{partition: its records}; each part is a compact copy (a slice would carry the whole batch's buffers)."""
-    partitions = np.fromiter((partition_of(text, num_partitions) for text in texts), np.int64, len(texts))
+    crc32 = zlib.crc32  # partition_of, for a whole batch
+    partitions = np.array([crc32(text.encode("utf-8")) for text in texts], np.int64) % num_partitions
     return {int(partition): records.take(pa.array(np.flatnonzero(partitions == partition)))
             for partition in np.unique(partitions)}
 
