@@ -345,14 +345,18 @@ def _components(edges, rounds: int):
     entries = edges | "EdgeEntries" >> beam.FlatMap(lambda batch: connected.edge_entries(batch).items())
     counts, early_rows, left = [], [], None
     for number in range(1, rounds + 1):
-        step = f"Contract{number}"
-        check = number in connected.CHECKED_ROUNDS
+        step, first, check = f"Contract{number}", number == 1, number in connected.CHECKED_ROUNDS
+        # Only the outputs a round can have (a PCollection per output costs every round some runner time).
+        tags = [tag for tag, used in ((COUNTS, first), (ContractRound.UNCONVERGED, check),
+                                      (ContractRound.ROWS, left is not None)) if used]
         stepped = (entries | f"Group{step}" >> beam.GroupByKey()
-                   | step >> beam.ParDo(ContractRound(number == 1, check), *([left] if left else [])).with_outputs(
-                       COUNTS, ContractRound.UNCONVERGED, ContractRound.ROWS, main="entries"))
+                   | step >> beam.ParDo(ContractRound(first, check), *([left] if left else [])).with_outputs(
+                       *tags, main="entries"))
         entries = stepped.entries
-        counts.append(stepped[COUNTS])
-        early_rows.append(stepped[ContractRound.ROWS])
+        if first:
+            counts.append(stepped[COUNTS])
+        if left is not None:
+            early_rows.append(stepped[ContractRound.ROWS])
         left = beam.pvalue.AsSingleton(stepped[ContractRound.UNCONVERGED] | f"Left{number}" >> beam.CombineGlobally(
             sum)) if check else None
     remaining = entries | "GroupFinish" >> beam.GroupByKey()

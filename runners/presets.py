@@ -144,6 +144,8 @@ def pipeline_options(beam_args: list[str]):
     standard = options.view_as(StandardOptions)
     if standard.runner is None:
         standard.runner = direct.IN_PROCESS_RUNNER
+    if standard.runner == direct.IN_PROCESS_RUNNER:
+        direct.shorten_state_sampling()
     worker = options.view_as(WorkerOptions)
     if worker.default_sdk_harness_log_level is None:
         worker.default_sdk_harness_log_level = "WARNING"
