@@ -14,7 +14,7 @@ from transforms import near_pairs
 from transforms.components import near_duplicate_components
 from transforms.corpus_stages import NearDedupSettings, band_entries
 from transforms.minhash import exact_jaccard
-from transforms.near_pairs import bucket_pairs, fetch_texts, node_numbers, route_pairs, verify_candidates
+from transforms.near_pairs import bucket_pairs, fetch_texts, node_numbers, node_ranks, route_pairs, verify_candidates
 from transforms.survivors import KeepRule
 
 
@@ -75,9 +75,11 @@ def test_a_bucket_over_the_bound_pairs_every_member_with_its_first_representativ
     keys = np.full((len(members), 1), 42, dtype=np.uint64)
     entry = [{"key": keys.ravel(), "row": members.astype(np.int32), "partition": 1}]
     pairs, tally = bucket_pairs(entry, all_pairs_up_to=4, representatives=3)
-    node = node_numbers(1, np.arange(10))
-    expected = {(node[0], node[1]), (node[0], node[2]), (node[1], node[2])}  # among the representatives 0, 1, 2
-    expected |= {(node[r], node[m]) for r in range(3) for m in range(3, 10)}
+    by_rank = [int(n) for n in sorted(node_numbers(1, np.arange(10)), key=lambda n: int(node_ranks(np.array([n]))[0]))]
+    representatives, others = by_rank[:3], by_rank[3:]  # the members of smallest rank
+    assert set(representatives) != set(node_numbers(1, np.arange(3)).tolist())  # not the first by node
+    expected = {tuple(sorted((a, b))) for i, a in enumerate(representatives) for b in representatives[i + 1:]}
+    expected |= {tuple(sorted((r, m))) for r in representatives for m in others}
     assert as_set(pairs) == expected and len(pairs) == 3 + 7 * 3 and tally["near_dedup_large_buckets"] == 1
     # at the bound itself, all pairs
     assert len(bucket_pairs(entry, all_pairs_up_to=10, representatives=3)[0]) == 45
@@ -107,10 +109,22 @@ def test_route_pairs_sends_each_pair_to_one_of_its_partitions_evenly_and_request
     ends = np.sort((rng.integers(0, 16, (40_000, 2)) << 32) + rng.integers(0, 1000, (40_000, 2)), axis=1)
     loads = np.array([len(route_pairs(ends)[0].get(p, [])) for p in range(16)])
     assert np.all(np.abs(loads / loads.mean() - 1) < 0.1)
-    # A large bucket's (representative, member) pairs: 8 representatives in partition 0, members everywhere
-    members = (rng.integers(1, 16, 2000) << 32) + np.arange(2000)
-    bucket = np.stack([np.repeat(node_numbers(0, np.arange(8)), 2000), np.tile(members, 8)], axis=1)
-    assert max(len(batch) for batch in route_pairs(bucket)[0].values()) < 0.6 * len(bucket)
+    # A large bucket of 4,000 members in 16 partitions: each (representative, member) pair is checked in the
+    # member's partition, so a partition checks 8 pairs per member of its own (+ the 28 among representatives),
+    # not half of the bucket's 32,000 pairs in the few partitions of the representatives.
+    partitions, rows = rng.integers(0, 16, 4000), np.arange(4000)
+    entry = [{"key": np.full(int((partitions == p).sum()), 7, np.uint64), "row": rows[partitions == p].astype(np.int32),
+              "partition": p} for p in range(16)]
+    pairs, _ = bucket_pairs(entry)
+    routed = route_pairs(pairs)[0]
+    ranks = node_ranks(node_numbers(0, 0) + (partitions.astype(np.int64) << 32) + rows)
+    representatives = set((node_numbers(0, 0) + (partitions.astype(np.int64) << 32) + rows)[np.argsort(ranks)[:8]])
+    for dest, batch in routed.items():
+        for a, b in batch.tolist():
+            member = b if a in representatives else a
+            assert member >> 32 == dest or (a in representatives and b in representatives)
+    members_per_partition = np.bincount(partitions, minlength=16)
+    assert max(len(batch) for batch in routed.values()) <= 8 * members_per_partition.max() + 28
 
 
 def texts_table(texts: list[str], partition: int = 0) -> pa.Table:

@@ -4,11 +4,11 @@ Pure numpy functions, no engine. pipeline/beam_run.py composes them (docs/near-d
 
     band entries (band key, row, text partition; no text), grouped by band partition
       -> bucket_pairs: the candidate pairs of every bucket with >= 2 members, as node pairs
-      -> route_pairs: each pair to the text partition of one of its two nodes, picked by a
-         hash of the pair (so that the copies of a pair found in several bands meet there
-         and are checked once, and the pairs of a large bucket's representatives spread
-         over their members' partitions), and a text request for each of its two nodes to
-         the text partition that holds the record
+      -> route_pairs: each pair to the text partition of the one of its two nodes with the
+         larger rank (a fixed hash of the node: the copies of a pair found in several bands
+         meet there and are checked once; a large bucket's (representative, member) pairs go
+         to the members' partitions, see below), and a text request for each of its two
+         nodes to the text partition that holds the record
     requests + that partition's records (joined by text partition)
       -> fetch_texts: the requested rows' id, text (and survivor key), sent to the pairs
     pairs + fetched texts (joined by the pairs' partition)
@@ -19,11 +19,14 @@ of their pairs; band entries travel without text. A node is one record after exa
 dedup: `text partition << 32 | row` in that partition's id-sorted table.
 
 The bound: a bucket of at most `ALL_PAIRS_UP_TO` members gives all its pairs. A larger
-bucket (thousands of near-identical spam comments) gives, with its members sorted by node
-(text partition, then id: an order fixed by the texts, the ids and --num-shards, not by
-workers or arrival), the pairs among its first `REPRESENTATIVES` members and every other
-member paired with each of those: (m - R) * R + R * (R - 1) / 2 pairs for m members
-instead of m * (m - 1) / 2.
+bucket (thousands of near-identical spam comments) gives, with its members sorted by rank
+(`node_ranks`: a bijective hash of the node, fixed by the texts, the ids and --num-shards,
+not by workers or arrival), the pairs among its first `REPRESENTATIVES` members and every
+other member paired with each of those: (m - R) * R + R * (R - 1) / 2 pairs for m members
+instead of m * (m - 1) / 2. The representatives have the bucket's smallest ranks, so each
+(representative, member) pair is checked in the member's partition: a partition checks about
+R pairs per member of its own, however large the bucket grows, and the representatives (spread
+over the partitions by the hash) each send their text to the partitions of their members.
 What that can cost: a pair of members that are both past the first R of every large bucket
 they share (and share no small bucket) is not checked; they still end up in one cluster
 when each reaches the threshold with a representative, or when other pairs connect them.
@@ -37,11 +40,11 @@ from collections.abc import Iterable
 import numpy as np
 
 from transforms.components import _unique_edges
-from transforms.hashing import fmix64, mix64
+from transforms.hashing import mix64
 from transforms.minhash import pairwise_jaccard
 
 ALL_PAIRS_UP_TO = 64  # K: buckets with at most this many members give all their pairs
-REPRESENTATIVES = 8  # R: in a larger bucket, every member is paired with its first R members (by node)
+REPRESENTATIVES = 8  # R: in a larger bucket, every member is paired with its first R members (by rank)
 _ROW_BITS = np.int64(32)
 _ROW_MASK = np.int64((1 << 32) - 1)
 
@@ -60,6 +63,12 @@ def node_rows(nodes: np.ndarray) -> np.ndarray:
     return np.asarray(nodes, dtype=np.int64) & _ROW_MASK
 
 
+def node_ranks(nodes: np.ndarray) -> np.ndarray:
+    """A fixed, well-spread order of nodes (uint64; distinct nodes, distinct ranks): a large bucket's representatives
+    are its smallest, and a pair is checked in the partition of its larger (the module docstring)."""
+    return mix64(np.asarray(nodes, dtype=np.int64).view(np.uint64))
+
+
 def bucket_pairs(entries: Iterable[dict], all_pairs_up_to: int = ALL_PAIRS_UP_TO,
                  representatives: int = REPRESENTATIVES) -> tuple[np.ndarray, Counter]:
     """Band entries of one band partition -> (candidate node pairs [m, 2] int64, low < high, distinct, sorted; tally).
@@ -67,8 +76,8 @@ def bucket_pairs(entries: Iterable[dict], all_pairs_up_to: int = ALL_PAIRS_UP_TO
     An entry is "key" (band keys; keys of different bands differ) and "row" arrays and the
     text "partition" of those rows, as transforms.corpus_stages.band_entries makes them;
     every entry of a bucket must be in the call. Buckets larger than `all_pairs_up_to` are
-    bounded as the module docstring says, their members in node order (text partition, then
-    row: id order within a partition), and counted as `near_dedup_large_buckets`.
+    bounded as the module docstring says, their members in rank order (`node_ranks`), and
+    counted as `near_dedup_large_buckets`.
     """
     if representatives < 1 or all_pairs_up_to < representatives:
         raise ValueError(f"need 1 <= representatives <= all_pairs_up_to, got {representatives}, {all_pairs_up_to}")
@@ -86,7 +95,7 @@ def _bucket_pairs(entries: list[dict], all_pairs_up_to: int, representatives: in
     keys = np.concatenate([e["key"] for e in entries])
     nodes = np.concatenate([node_numbers(e["partition"], e["row"]) for e in entries])
     # Most buckets hold one record: keep the shared ones (one integer sort). A small bucket gives all its
-    # pairs, whatever the order of its members; only a large one is put in node order.
+    # pairs, whatever the order of its members; only a large one is put in rank order.
     by_key = np.argsort(keys, kind="stable")
     sorted_keys = keys[by_key]
     shared = np.zeros(len(keys), dtype=bool)
@@ -106,7 +115,8 @@ def _bucket_pairs(entries: list[dict], all_pairs_up_to: int, representatives: in
     tally["near_dedup_large_buckets"] += len(large)
     i, j = np.triu_indices(representatives, k=1)
     for start, size in zip(starts[large], sizes[large]):
-        nodes[start:start + size] = np.sort(nodes[start:start + size])
+        members = nodes[start:start + size]
+        nodes[start:start + size] = members[np.argsort(node_ranks(members))]
         others = np.arange(start + representatives, start + size)
         firsts += [start + i, np.tile(start + np.arange(representatives), len(others))]
         seconds += [start + j, np.repeat(others, representatives)]
@@ -120,17 +130,15 @@ def _bucket_pairs(entries: list[dict], all_pairs_up_to: int, representatives: in
 def route_pairs(pairs: np.ndarray) -> tuple[dict[int, np.ndarray], dict[int, dict]]:
     """Candidate pairs -> ({pairs' partition: pairs}, {text partition: text requests}).
 
-    A pair goes to the text partition of one of its nodes, the first or the second by one bit
-    of a hash of the pair: a fixed choice (the copies of a pair meet), unbiased (the first
-    node's partition is the smaller one, so always taking it would load low partitions
-    twice as much as the average), and it spreads a large bucket's (representative, member)
-    pairs over the members' partitions instead of the few partitions of its representatives.
-    A request is the rows a text partition must send, each with the partition ("dest") of
+    A pair goes to the text partition of the node with the larger rank (`node_ranks`): a
+    fixed choice (the copies of a pair meet), unbiased (the first node's partition is the
+    smaller one, so always taking it would load low partitions twice as much as the
+    average), and a large bucket's (representative, member) pairs go to the members'
+    partitions, since its representatives have its smallest ranks. A request is the rows a text partition must send, each with the partition ("dest") of
     the pairs that need it, distinct.
     """
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    second = (fmix64(pairs[:, 0].view(np.uint64) ^ mix64(pairs[:, 1].view(np.uint64))) & np.uint64(1)).astype(bool)
-    dest = node_partitions(np.where(second, pairs[:, 1], pairs[:, 0]))
+    dest = node_partitions(np.where(node_ranks(pairs[:, 1]) > node_ranks(pairs[:, 0]), pairs[:, 1], pairs[:, 0]))
     by_dest = {int(d): pairs[dest == d] for d in np.unique(dest)}
     wanted = _unique_edges(np.stack([np.concatenate([pairs[:, 0], pairs[:, 1]]),
                                      np.concatenate([dest, dest]).astype(np.int64)], axis=1))
