@@ -65,6 +65,16 @@ def test_the_default_runner_is_the_in_process_one_never_prism():
     assert pipeline_options(["--runner", "DirectRunner"]).view_as(StandardOptions).runner == "DirectRunner"  # asked
 
 
+def test_the_in_process_runner_samples_states_without_long_waits():
+    """Beam's 200 ms sampler period made each long bundle end with up to 200 ms of idle wait (docs/scale.md)."""
+    from apache_beam.runners.worker import statesampler
+
+    from runners.direct import IN_PROCESS_SAMPLING_MS
+
+    pipeline_options([])
+    assert statesampler.StateSampler("step", None).sampling_period_ms == IN_PROCESS_SAMPLING_MS == 10
+
+
 def test_no_preset_leaves_the_arguments_alone():
     args = ["--runner", "DirectRunner", "--direct_num_workers", "2", "--experiments=a"]
     assert expand_preset(args) == args
