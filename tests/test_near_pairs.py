@@ -141,13 +141,17 @@ def test_fetch_and_verify_keep_exactly_the_pairs_at_the_threshold():
     by_dest, requests = route_pairs(pairs)
     fetched = defaultdict(list)
     for partition, table in tables.items():
-        for dest, texts in fetch_texts(partition, [table], [requests[partition]])[0].items():
+        sent, tally = fetch_texts(partition, [table], [requests[partition], requests[partition]])  # asked twice
+        assert tally["max_fetch_requests"] == 2 * tally["max_fetch_distinct_requests"] == 2 * sum(
+            len(texts["node"]) for texts in sent.values())  # each text sent once per partition that needs it
+        for dest, texts in sent.items():
             fetched[dest].append(texts)
     edges = []
     counts = Counter()
     for dest, part in by_dest.items():
         found, tally = verify_candidates([part, part[:1]], fetched[dest], 2, 0.8)  # repeats are checked once
         assert tally["max_verify_pairs"] == len(part) + 1  # what the call held, the repeat included
+        assert tally["max_verify_distinct_pairs"] == len(np.unique(part, axis=0))
         counts.update({k: v for k, v in tally.items() if not k.startswith(("seconds", "max_"))})
         edges += [found] if found is not None else []
     assert counts == Counter(near_dedup_pairs_checked=4, near_dedup_pairs_verified=3, near_dedup_pairs_rejected=1)

@@ -172,6 +172,7 @@ def fetch_texts(partition: int, tables: Iterable, requests: Iterable[dict], keep
         raise ValueError(f"text partition {partition}: expected its one table of records, got {len(tables)}")
     wanted = _unique_edges(np.stack([np.concatenate([r["row"] for r in requests]).astype(np.int64),
                                      np.concatenate([r["dest"] for r in requests]).astype(np.int64)], axis=1))
+    tally["max_fetch_distinct_requests"] = len(wanted)  # the texts sent: each row once per partition that needs it
     rows, inverse = np.unique(wanted[:, 0], return_inverse=True)
     records = tables[0].take(pa.array(rows))
     nodes = node_numbers(partition, rows)
@@ -194,8 +195,9 @@ def verify_candidates(pair_batches: Iterable[np.ndarray], fetched: Iterable[dict
     Pairs found in several bands (or band partitions) are checked once. The edges are the
     {"a", "a_partition", "b", "b_partition"} arrays (plus "a_order", "b_order" under a
     survivor key) that transforms.components.near_duplicate_components takes; None without
-    an edge. Tally: near_dedup_pairs_checked, _verified, _rejected, and max_verify_pairs (the
-    pairs this call was given, repeats included: bench/bench_scale.py's per-worker figure).
+    an edge. Tally: near_dedup_pairs_checked, _verified, _rejected, max_verify_pairs (the
+    pairs this call was given, repeats included: a pair comes once from every band partition
+    that found it) and max_verify_distinct_pairs (bench/bench_scale.py's per-worker figures).
     """
     started = time.perf_counter()
     pair_batches = list(pair_batches)
@@ -208,6 +210,7 @@ def verify_candidates(pair_batches: Iterable[np.ndarray], fetched: Iterable[dict
 def _verify(pair_batches, fetched, ngram: int, threshold: float, tally: Counter) -> dict | None:
     batches = [np.asarray(p, dtype=np.int64).reshape(-1, 2) for p in pair_batches]
     pairs = _unique_edges(np.concatenate(batches)) if batches else np.zeros((0, 2), np.int64)
+    tally["max_verify_distinct_pairs"] = len(pairs)
     if not len(pairs):
         return None
     fetched = [f for f in fetched if len(f["node"])]
