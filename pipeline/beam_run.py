@@ -213,8 +213,9 @@ class ContractRound(Stage):
     """One text partition's adjacency -> one round's edges (each connected piece a star), by text partition.
 
     With `check` (transforms.connected.CHECKED_ROUNDS), how many of the input's nodes are not in a star yet
-    goes to UNCONVERGED. Given that sum for the round before (`left`) and it is 0, that round's input was all
-    stars, so this one's is the same stars: it finishes them (Finish's rows and counts) and passes nothing on.
+    goes to UNCONVERGED, one count per key. Given those counts of the round before (`left`, a side input: one
+    small int per text partition) and they sum to 0, that round's input was all stars, so this one's is the
+    same stars: it finishes them (Finish's rows and counts) and passes nothing on.
     """
 
     UNCONVERGED, ROWS = "unconverged", "rows"
@@ -223,7 +224,7 @@ class ContractRound(Stage):
         self.first, self.check = first, check
 
     def process(self, element, left=None):
-        if left == 0:
+        if left is not None and not any(left):
             rows, _, tally = connected.finish(element[0], element[1])
             if rows is not None:
                 yield beam.pvalue.TaggedOutput(self.ROWS, (element[0], rows))
@@ -336,7 +337,9 @@ def _components(edges, rounds: int):
 
     `rounds` rounds, each a GroupByKey of the adjacency by text partition and a
     `contract_round` (transforms.connected), then `Finish`. After each of connected.CHECKED_ROUNDS the
-    nodes not yet in a star are summed (`LeftN`); when none are, the next round finishes (`ContractRound`)
+    counts of nodes not yet in a star reach the next round as a side input (a list, one count per text
+    partition: cheaper in the runner than a CombineGlobally per checked round); when all are 0, the next
+    round finishes (`ContractRound`)
     and the rounds after it run over nothing, so a graph that converges early does not carry its stars
     through every unrolled round. If some node is not in a star after the last round (too few rounds for
     this graph), the rows of Finish are dropped and one union-find over the remaining edges (`Fallback`)
@@ -357,17 +360,16 @@ def _components(edges, rounds: int):
             counts.append(stepped[COUNTS])
         if left is not None:
             early_rows.append(stepped[ContractRound.ROWS])
-        left = beam.pvalue.AsSingleton(stepped[ContractRound.UNCONVERGED] | f"Left{number}" >> beam.CombineGlobally(
-            sum)) if check else None
+        left = beam.pvalue.AsList(stepped[ContractRound.UNCONVERGED]) if check else None
     remaining = entries | "GroupFinish" >> beam.GroupByKey()
     finished = remaining | "Finish" >> beam.ParDo(Finish(first=rounds == 0)).with_outputs(
         Finish.UNCONVERGED, COUNTS, main="rows")
-    unconverged = beam.pvalue.AsSingleton(finished[Finish.UNCONVERGED] | "Unconverged" >> beam.CombineGlobally(sum))
+    unconverged = beam.pvalue.AsList(finished[Finish.UNCONVERGED])  # a count per text partition
     converged_rows = finished.rows | "IfConverged" >> beam.FlatMap(
-        lambda element, left: [element] if not left else [], unconverged)
+        lambda element, left: [] if any(left) else [element], unconverged)
     fallback_rows = (
         remaining
-        | "IfUnconverged" >> beam.FlatMap(lambda element, left: [(element[0], list(element[1]))] if left else [],
+        | "IfUnconverged" >> beam.FlatMap(lambda element, left: [(element[0], list(element[1]))] if any(left) else [],
                                           unconverged)
         | "CollectRemaining" >> beam.combiners.ToList()
         | "Fallback" >> beam.FlatMap(lambda remainder: connected.fallback_components(remainder).items())
