@@ -28,16 +28,12 @@ from pipeline import cli
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent.parent
-TINY_STUDENT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
-                "max_position_embeddings": 64}
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill_cli")
     paths = build_world(root)
-    paths["student_config"] = root / "student.json"
-    paths["student_config"].write_text(json.dumps(TINY_STUDENT), encoding="utf-8")
     return paths
 
 

@@ -146,11 +146,18 @@ def build_teacher(path: Path, tokenizer_dir: Path | None, vocab_size: int, layer
     return path
 
 
+# The student the distillation tests train for a few steps on the CPU (its config file: build_world's "student_config").
+TINY_STUDENT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
+                "max_position_embeddings": 64}
+
+
 def build_world(root: Path, seq_len: int = 32) -> dict[str, Path]:
-    """Tokenizer, shards and a 4-layer teacher under root."""
+    """Tokenizer, shards, a 4-layer teacher and the TINY_STUDENT config file under root."""
     texts = sample_texts()
     tokenizer_dir = build_tokenizer_dir(root / "tokenizer", texts)
     shards = build_shards(root / "shards", tokenizer_dir, texts, seq_len=seq_len)
     vocab_size = json.loads((shards / "manifest.json").read_text())["vocab_size"]
     teacher = build_teacher(root / "teacher", tokenizer_dir, vocab_size)
-    return {"tokenizer": tokenizer_dir, "shards": shards, "teacher": teacher}
+    student_config = root / "student.json"
+    student_config.write_text(json.dumps(TINY_STUDENT), encoding="utf-8")
+    return {"tokenizer": tokenizer_dir, "shards": shards, "teacher": teacher, "student_config": student_config}

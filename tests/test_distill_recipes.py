@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_distill_fixtures import build_teacher, build_world
+from test_distill_fixtures import TINY_STUDENT, build_teacher, build_world
 
 from distill import loop
 from distill.data import ShardBatches, open_shard_dir, open_split
@@ -22,8 +22,6 @@ from distill.recipes import RECIPES, auto_relation_heads, default_warmup, valid_
 from distill.train import main
 
 torch.set_num_threads(1)
-TINY_STUDENT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
-                "max_position_embeddings": 64}
 # The reference values, written out from the sources (not read from distill.recipes):
 # DistilBERT: Hugging Face examples/research_projects/distillation train.py + distiller.py;
 # DistilKoBERT: monologg/DistilKoBERT distillation/*.sh (alpha 0.33 each), scripts/extract_distilbert.py;
@@ -46,8 +44,6 @@ WEIGHTS = {
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill_recipes")
     paths = build_world(root)
-    paths["student_config"] = root / "student.json"
-    paths["student_config"].write_text(json.dumps(TINY_STUDENT), encoding="utf-8")
     # 12 layers, as DistilKoBERT's teacher (KoBERT): the preset copies layers 0, 4 and 8.
     paths["deep_teacher"] = build_teacher(root / "deep", paths["tokenizer"], 800, layers=12, hidden=32, heads=4)
     return paths

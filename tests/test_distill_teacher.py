@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from test_distill_fixtures import build_teacher, build_world, sample_texts
+from test_distill_fixtures import TINY_STUDENT, build_teacher, build_world, sample_texts
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from distill.evaluate import main as evaluate_main
@@ -27,8 +27,6 @@ from tokenizer_training.loading import TokenizerSourceError, infer_casing, load_
 from transforms.special_tokens import TOKENIZER_FILES
 
 torch.set_num_threads(1)
-TINY_STUDENT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
-                "max_position_embeddings": 64}
 STUDENT_FILES = sorted(["config.json", "model.safetensors", *TOKENIZER_FILES])
 OPTIONAL = {"generation_config.json"}  # transformers 4 saves it beside every BertForMaskedLM
 
@@ -41,8 +39,6 @@ def names(directory: Path) -> list[str]:
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill_teacher")
     paths = build_world(root)
-    paths["student_config"] = root / "student.json"
-    paths["student_config"].write_text(json.dumps(TINY_STUDENT), encoding="utf-8")
     return paths
 
 

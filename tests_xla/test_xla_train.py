@@ -21,11 +21,9 @@ import pytest
 
 pytest.importorskip("torch_xla")
 
-from test_distill_fixtures import build_world  # noqa: E402  (tests/, put on sys.path by conftest.py)
+from test_distill_fixtures import TINY_STUDENT, build_world  # noqa: E402  (tests/, put on sys.path by conftest.py)
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_STUDENT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
-                "max_position_embeddings": 64}
 SETTLING_STEPS = 3  # step 1 creates the optimizer state, step 2 reads it, step 3 follows the first log
 
 
@@ -33,8 +31,7 @@ SETTLING_STEPS = 3  # step 1 creates the optimizer state, step 2 reads it, step 
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("xla")
     paths = build_world(root)
-    paths["student"] = root / "student.json"
-    paths["student"].write_text(json.dumps(TINY_STUDENT), encoding="utf-8")
+    paths["student"] = paths["student_config"]
     paths["student_without_dropout"] = root / "student-without-dropout.json"
     paths["student_without_dropout"].write_text(
         json.dumps({**TINY_STUDENT, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}), encoding="utf-8")
