@@ -111,6 +111,16 @@ def add_engine_options(parser: ArgumentParser) -> None:
                         help="--engine spark: a Spark setting (e.g. spark.executor.memory=4g); repeatable")
 
 
+def add_pipeline_command_options(parser: ArgumentParser, limit_unit: str, outputs: str) -> None:
+    """The options every pipeline command on an engine (pipeline.run, pipeline.shard) ends with: --limit, the output,
+    reporting, the engine and its settings, Beam's presets."""
+    add_limit_option(parser, limit_unit)
+    add_output_options(parser, outputs)
+    add_reporting_options(parser)
+    add_engine_options(parser)
+    add_beam_options(parser)
+
+
 def spark_conf(text: str) -> tuple[str, str]:
     """An argparse type: KEY=VALUE of a Spark setting."""
     key, equals, value = text.partition("=")

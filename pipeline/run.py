@@ -80,11 +80,8 @@ def build_parser() -> cli.ArgumentParser:
                              "deletes the jamo, as the seed does (otherwise an error before the run)")
     parser.add_argument("--keep-digit-runs", action="store_true", help="opt-in: do not shorten digit runs (10000)")
     parser.add_argument("--keep-hanja", action="store_true", help="opt-in: keep Hanja instead of removing it")
-    cli.add_limit_option(parser, "records of the sorted input files")
-    cli.add_output_options(parser, "clean/, rejected/, clusters/ and stats.json")
-    cli.add_reporting_options(parser)
-    cli.add_engine_options(parser)
-    cli.add_beam_options(parser)
+    cli.add_pipeline_command_options(parser, "records of the sorted input files",
+                                     "clean/, rejected/, clusters/ and stats.json")
     return parser
 
 

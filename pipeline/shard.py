@@ -54,11 +54,8 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS, help="approximate ids per shard file")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and shard hashes")
     parser.add_argument("--text-field", default="text", help="text column of the Parquet files")
-    cli.add_limit_option(parser, "documents")
-    cli.add_output_options(parser, "token shards (manifest.json, train/, validation/, tokenizer/)")
-    cli.add_reporting_options(parser)
-    cli.add_engine_options(parser)
-    cli.add_beam_options(parser)
+    cli.add_pipeline_command_options(parser, "documents",
+                                     "token shards (manifest.json, train/, validation/, tokenizer/)")
     return parser
 
 
