@@ -1,17 +1,20 @@
 """The Beam graph of pipeline.run: thin DoFns over transforms.corpus_stages, and the counts they add up.
 
-    files -> ReadLines -> Spread -> ParseCleanFilter -> GroupByPartition -> Dedup -> Write
-                                     |                                       |        ^ removed ids
-                                     +-> GroupRejected -> WriteRejected      |        | (side input)
-                                                                             +-> band entries -> GroupByBandPartition
-        -> BucketPairs -> pairs by the partition of their first record   --+
-                       -> text requests by text partition --+              |
-           records (Dedup) by text partition ---------------+-> FetchTexts -+-> VerifyPairs -> edges
+    files -> ReadRanges (-> Spread) -> ParseCleanFilter -> GroupByPartition -> Dedup -> JoinClusters -> Write
+                                        |                                       |            ^ cluster rows
+                                        +-> GroupRejected -> WriteRejected      |            | by text partition
+                                                                                +-> band entries -> GroupByBandPartition
+        -> BucketPairs -> pairs by the partition of their node of larger rank --+
+                       -> text requests by text partition --+                    |
+           records (Dedup) by text partition ---------------+-> FetchTexts -------+-> VerifyPairs -> edges
         (with --no-verify: GroupByBandPartition -> BucketEdges -> edges)
         edges -> EdgeEntries -> [GroupByKey -> Contract (each piece a star around its smallest node)] x rounds
               -> GroupByKey -> Finish -> cluster rows by text partition (a star per component)
               (-> Fallback: one union-find over the remaining edges, only if some component is no star yet)
         records + cluster rows, joined by text partition (CoGroupByKey) -> Write (and its clusters/ file)
+
+    Spread (a Reshuffle of the line batches) only when a file is read by one worker: a compressed
+    one, or all files under --limit.
 
 Connected components run as unrolled rounds (transforms.connected, a strengthened large-star /
 small-star) keyed by
@@ -266,12 +269,12 @@ def build_graph(pipeline: beam.Pipeline, sources: list[SourceFile], settings: Ru
         batches = pipeline | "Files" >> beam.Create([sources]) | "ReadLines" >> beam.ParDo(ReadLines(settings, limit))
     else:
         batches = read_ranges(pipeline, sources, settings)
-    parsed = (
-        batches
-        | "Spread" >> beam.Reshuffle()
-        | "ParseCleanFilter" >> beam.ParDo(ParseCleanFilter(settings, progress)).with_outputs(
-            ParseCleanFilter.REJECTED, COUNTS, main="records")
-    )
+    if limit is not None or not all(map(corpus_stages.splittable, sources)):
+        # A file read by one worker (compressed, or all files under --limit): its batches spread over the workers.
+        # Byte ranges are spread already, and shuffling their lines again would cost a copy of the input.
+        batches = batches | "Spread" >> beam.Reshuffle()
+    parsed = batches | "ParseCleanFilter" >> beam.ParDo(ParseCleanFilter(settings, progress)).with_outputs(
+        ParseCleanFilter.REJECTED, COUNTS, main="records")
     deduped = (
         parsed.records
         | "GroupByPartition" >> beam.GroupByKey()
