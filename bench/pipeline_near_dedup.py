@@ -135,7 +135,11 @@ Growth: the NSMC sample plus edited replicas (each replica record gets one rando
 character insertion, substitution or deletion, so it is not an exact duplicate; most become
 near duplicates of their original). Target: 4x input costs <= 4.6x the 1x time. At 4x, over
 half of the records are near duplicates: every candidate pair's texts are fetched and
-compared, so verification costs most where duplicates are most.
+compared, so verification costs most where duplicates are most. This corpus's duplicate
+structure grows with its size: at kx every review has k - 1 replicas, all near duplicates of
+each other, so the candidate pairs grow with k^2 (the column above: ~100x for 4x the records),
+and so does the work. A corpus whose duplicate share does not grow with its size keeps the
+work per record, and per partition, flat: BENCHMARKS.md "Scale: what one worker holds".
 
 {chr(10).join(growth_rows)}
 """
