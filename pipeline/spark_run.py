@@ -205,7 +205,8 @@ def run_graph(session, sources: list[SourceFile], settings: RunSettings, limit: 
     wall seconds."""
     started = time.perf_counter()
     context = session.sparkContext
-    shuffle = partial(group_by_key, tasks=min(settings.num_partitions, context.defaultParallelism))
+    # One task per key (every key is a partition number below num_partitions): see group_by_key on why not fewer.
+    shuffle = partial(group_by_key, tasks=settings.num_partitions)
     persisted: list = []
     parsed = _Outputs(_line_batches(context, sources, settings, limit).mapPartitions(partial(parse, settings=settings)),
                       persisted)
@@ -244,9 +245,12 @@ def group_by_key(rdd, other=None, *, tasks: int):
 
     Not PySpark's groupByKey / cogroup: they combine on the map side, so one key's values from a whole map task
     cross into the JVM as one element (the band entries of a large input, hundreds of MB, were more than a 1 GB
-    heap holds). Here every value crosses alone; each task sorts its elements by key (PySpark's external sort,
-    which spills) and takes its keys one at a time, holding one key's values, as a Beam worker does. Fewer tasks
-    than keys changes no output, only the scheduling (one task per core, not per key).
+    heap holds). Here each task sorts its elements by key (PySpark's external sort, which spills) and takes its
+    keys one at a time, holding one key's values, as a Beam worker does. The number of tasks changes no output,
+    but the JVM's memory: PySpark's partitionBy packs up to min(10 x tasks, 1000) values bound for one task into
+    one serialized chunk, which the JVM reads as one byte array. With one task per key a chunk holds one key's
+    values from one map task (for the records, one partition's table); with one task per core it held several
+    partitions' tables, and 2 GB of input (16 partitions, local[2]) died with OutOfMemoryError in a 1 GB heap.
     """
     if other is None:
         return rdd.repartitionAndSortWithinPartitions(tasks).mapPartitions(_values_by_key)
