@@ -352,16 +352,18 @@ def _components(edges, rounds: int):
     counts, early_rows, left = [], [], None
     for number in range(1, rounds + 1):
         step, first, check = f"Contract{number}", number == 1, number in connected.CHECKED_ROUNDS
-        # Only the outputs a round can have (a PCollection per output costs every round some runner time).
-        tags = [tag for tag, used in ((COUNTS, first), (ContractRound.UNCONVERGED, check),
-                                      (ContractRound.ROWS, left is not None)) if used]
+        # Only the outputs a round can have (a PCollection per output costs every round some runner time): counts
+        # from the first round and from one that may finish (after a checked round), as the rows.
+        finishing = left is not None
+        tags = [tag for tag, used in ((COUNTS, first or finishing), (ContractRound.UNCONVERGED, check),
+                                      (ContractRound.ROWS, finishing)) if used]
         stepped = (entries | f"Group{step}" >> beam.GroupByKey()
                    | step >> beam.ParDo(ContractRound(first, check), *([left] if left else [])).with_outputs(
                        *tags, main="entries"))
         entries = stepped.entries
-        if first:
+        if first or finishing:
             counts.append(stepped[COUNTS])
-        if left is not None:
+        if finishing:
             early_rows.append(stepped[ContractRound.ROWS])
         left = beam.pvalue.AsList(stepped[ContractRound.UNCONVERGED]) if check else None
     remaining = entries | "GroupFinish" >> beam.GroupByKey()
