@@ -165,7 +165,8 @@ def test_fetch_and_verify_keep_exactly_the_pairs_at_the_threshold():
 
 
 def verified_chain(texts_by_partition: dict[int, list[str]], near: NearDedupSettings, keep=KeepRule(),
-                   all_pairs_up_to=near_pairs.ALL_PAIRS_UP_TO, num_partitions: int = 3):
+                   all_pairs_up_to=near_pairs.ALL_PAIRS_UP_TO, num_partitions: int = 3,
+                   pairs_per_block: int = near_pairs.PAIRS_PER_BLOCK):
     """The verified stages composed in plain Python, as pipeline/beam_run.py composes them: (components, tally)."""
     tables = {p: texts_table(texts, p) for p, texts in texts_by_partition.items()}
     bands = defaultdict(list)
@@ -186,7 +187,7 @@ def verified_chain(texts_by_partition: dict[int, list[str]], near: NearDedupSett
             fetched[d].append(texts)
     edges = []
     for d, parts in pairs_by.items():
-        found, counts = verify_candidates(parts, fetched[d], near.ngram, near.threshold)
+        found, counts = verify_candidates(parts, fetched[d], near.ngram, near.threshold, pairs_per_block)
         tally += counts
         edges += [found] if found is not None else []
     return near_duplicate_components(edges), +Counter({k: v for k, v in tally.items() if not k.startswith("sec")})
@@ -231,6 +232,12 @@ def test_verified_chain_equals_brute_force_verification_of_every_bucket_pair():
     expected_removed = {node for node in parent if root(node) != node}
     removed = {i for part in found["removed"].values() for i in part.tolist()}
     assert removed == expected_removed and found["edges"] == len(similar)
+    # verified a few pairs at a time (each block shingles only its own texts): the same answer
+    for pairs_per_block in (1, 7):
+        in_blocks, tally_in_blocks = verified_chain(by_partition, near, pairs_per_block=pairs_per_block)
+        assert tally_in_blocks == tally and in_blocks["edges"] == found["edges"]
+        assert {p: part.tolist() for p, part in in_blocks["removed"].items()} == {
+            p: part.tolist() for p, part in found["removed"].items()}
 
 
 def test_thousands_of_spam_copies_cost_a_bounded_number_of_pair_checks():

@@ -45,6 +45,9 @@ from transforms.minhash import pairwise_jaccard
 
 ALL_PAIRS_UP_TO = 64  # K: buckets with at most this many members give all their pairs
 REPRESENTATIVES = 8  # R: in a larger bucket, every member is paired with its first R members (by rank)
+# Pairs verified together: their texts are shingled together (~40 bytes per character), so a partition with
+# very many candidate pairs is verified in blocks of this many, each shingling only the texts it needs.
+PAIRS_PER_BLOCK = 1 << 17
 _ROW_BITS = np.int64(32)
 _ROW_MASK = np.int64((1 << 32) - 1)
 
@@ -188,8 +191,8 @@ def fetch_texts(partition: int, tables: Iterable, requests: Iterable[dict], keep
     return fetched, tally
 
 
-def verify_candidates(pair_batches: Iterable[np.ndarray], fetched: Iterable[dict], ngram: int, threshold: float
-                      ) -> tuple[dict | None, Counter]:
+def verify_candidates(pair_batches: Iterable[np.ndarray], fetched: Iterable[dict], ngram: int, threshold: float,
+                      pairs_per_block: int = PAIRS_PER_BLOCK) -> tuple[dict | None, Counter]:
     """One partition's candidate pairs and their fetched texts -> (edges at true Jaccard >= threshold, tally).
 
     Pairs found in several bands (or band partitions) are checked once. The edges are the
@@ -198,16 +201,32 @@ def verify_candidates(pair_batches: Iterable[np.ndarray], fetched: Iterable[dict
     an edge. Tally: near_dedup_pairs_checked, _verified, _rejected, max_verify_pairs (the
     pairs this call was given, repeats included: a pair comes once from every band partition
     that found it) and max_verify_distinct_pairs (bench/bench_scale.py's per-worker figures).
+    The pairs are checked `pairs_per_block` at a time, so the shingles held at once are those
+    of one block's texts however many pairs the partition has.
     """
     started = time.perf_counter()
     pair_batches = list(pair_batches)
     tally: Counter = Counter(max_verify_pairs=sum(len(p) for p in pair_batches))
-    edges = _verify(pair_batches, fetched, ngram, threshold, tally)
+    edges = _verify(pair_batches, fetched, ngram, threshold, tally, pairs_per_block)
     tally["seconds_verify_pairs"] += time.perf_counter() - started
     return edges, tally
 
 
-def _verify(pair_batches, fetched, ngram: int, threshold: float, tally: Counter) -> dict | None:
+def _similar(texts: np.ndarray, a: np.ndarray, b: np.ndarray, ngram: int, threshold: float, pairs_per_block: int
+             ) -> np.ndarray:
+    """Whether each pair (texts[a[i]], texts[b[i]]) reaches the threshold, `pairs_per_block` pairs at a time: each
+    block shingles its own texts once (a text in several blocks is shingled in each)."""
+    similar = np.zeros(len(a), dtype=bool)
+    for start in range(0, len(a), pairs_per_block):
+        block = slice(start, start + pairs_per_block)
+        used, index = np.unique(np.concatenate([a[block], b[block]]), return_inverse=True)
+        first, second = index[:len(index) // 2], index[len(index) // 2:]
+        similar[block] = pairwise_jaccard(list(texts[used]), first, second, ngram) >= threshold
+    return similar
+
+
+def _verify(pair_batches, fetched, ngram: int, threshold: float, tally: Counter, pairs_per_block: int
+            ) -> dict | None:
     batches = [np.asarray(p, dtype=np.int64).reshape(-1, 2) for p in pair_batches]
     pairs = _unique_edges(np.concatenate(batches)) if batches else np.zeros((0, 2), np.int64)
     tally["max_verify_distinct_pairs"] = len(pairs)
@@ -223,7 +242,7 @@ def _verify(pair_batches, fetched, ngram: int, threshold: float, tally: Counter)
     if not (np.array_equal(nodes[np.minimum(a, len(nodes) - 1)], pairs[:, 0])
             and np.array_equal(nodes[np.minimum(b, len(nodes) - 1)], pairs[:, 1])):
         raise ValueError("a candidate pair's text was not fetched")
-    similar = pairwise_jaccard(list(texts), a, b, ngram) >= threshold  # each text shingled once
+    similar = _similar(texts, a, b, ngram, threshold, pairs_per_block)
     tally["near_dedup_pairs_checked"] += len(pairs)
     tally["near_dedup_pairs_verified"] += int(similar.sum())
     tally["near_dedup_pairs_rejected"] += int(len(pairs) - similar.sum())
