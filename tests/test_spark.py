@@ -89,15 +89,20 @@ def stop_daemons(daemons: list[subprocess.Popen]) -> None:
 
 def live_members(pgid: int) -> list[int]:
     """The processes of a group that still run (a zombie waiting for its reaper is not running)."""
-    members = []
+    return [pid for pid, _, group in running_processes() if group == pgid]
+
+
+def running_processes() -> list[tuple[int, int, int]]:
+    """(pid, parent pid, process group) of every process that still runs (not a zombie)."""
+    found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(stat.parent.name))
-    return members
+        if fields[0] != "Z":
+            found.append((int(stat.parent.name), int(fields[1]), int(fields[2])))
+    return found
 
 
 def with_group(pgid: int, sig: int) -> bool:
@@ -255,29 +260,39 @@ def test_shards_on_a_standalone_cluster_are_byte_identical_to_beam(cluster, tmp_
     assert spark_manifest == beam_manifest and len(spark_manifest["splits"]["train"]["shards"]) >= 2
 
 
-def processes_in(pgids: set[int], marker: str) -> list[int]:
-    """Running processes of these groups whose command line holds `marker`."""
+def with_marker(pids, marker: str) -> list[int]:
+    """Those of `pids` whose command line holds `marker`."""
     found = []
-    for pgid in pgids:
-        for pid in live_members(pgid):
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if marker.encode() in cmdline:
-                found.append(pid)
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline:
+            found.append(pid)
     return found
 
 
+def processes_in(pgids: set[int], marker: str) -> list[int]:
+    """Running processes of these groups whose command line holds `marker`."""
+    return with_marker([pid for pid, _, group in running_processes() if group in pgids], marker)
+
+
+def python_workers_of(executors: list[int]) -> list[int]:
+    """The PySpark daemons the executors started (by parent: a daemon moves to a process group of its own)."""
+    return with_marker([pid for pid, parent, _ in running_processes() if parent in executors], "pyspark.daemon")
+
+
 def run_killing_an_executor(master: str, daemons: list, options: list[str], output: Path) -> None:
-    """pipeline.run --engine spark into `output`, SIGKILLing one executor JVM once it has run Python tasks for 3 s."""
+    """pipeline.run --engine spark into `output`, SIGKILLing one executor JVM once it has run Python tasks for 3 s
+    (found by parent: a PySpark daemon moves to a process group of its own as it starts)."""
     run = subprocess.Popen([sys.executable, "-m", "pipeline.run", "--output", str(output), *options,
                             *spark(master)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     worker_groups, killed, busy_since = {daemon.pid for daemon in daemons[1:]}, None, None
     deadline = time.monotonic() + RUN_SECONDS
     while killed is None and run.poll() is None and time.monotonic() < deadline:
         executors = processes_in(worker_groups, "CoarseGrainedExecutorBackend")
-        if executors and processes_in(worker_groups, "pyspark.daemon"):  # an executor is running Python tasks
+        if python_workers_of(executors):  # an executor is running Python tasks
             busy_since = busy_since or time.monotonic()
             if time.monotonic() - busy_since > 3:  # some stages done: their shuffle files die with it
                 killed = executors[0]
@@ -296,7 +311,8 @@ def test_an_executor_killed_mid_job_changes_nothing(cluster, tmp_path):
     found; the assertion names the fields now). So a difference is reported as a warning and the kill is
     repeated once; a difference that comes back fails the test."""
     master, daemons = cluster
-    options = ["--keep-fields", "date", "--write-clusters", "--num-shards", "4", "--components-rounds", "6", "--quiet"]
+    # 24 rounds (a stage each, most over nothing): a job long enough to be killed in, however fast the stages get
+    options = ["--keep-fields", "date", "--write-clusters", "--num-shards", "4", "--components-rounds", "24", "--quiet"]
     command("pipeline.run", "--output", str(tmp_path / "beam"), *options)
     run_killing_an_executor(master, daemons, options, tmp_path / "spark")
     try:
