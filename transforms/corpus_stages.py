@@ -11,7 +11,7 @@ the same functions from `mapPartitions` / `mapInArrow`. Records travel as Arrow 
 batches from parsing to writing (`RECORD_COLUMNS` plus the kept fields), their ids encoded
 to UTF-8 once, when the batch is built.
 
-A record's partition is a hash of its cleaned text (`partition_of`): a partition is the unit
+A record's partition is a hash of its cleaned text (`partitions_of`): a partition is the unit
 of exact dedup, of MinHash work and of one output file, so the output does not depend on
 the engine, the number of workers or how the input was cut. docs/run.md describes the
 output and the drop reasons, docs/near-dedup.md the near dedup, docs/architecture.md this
@@ -123,14 +123,21 @@ class LineBatch:
         return self.first_line + offset if self.line_numbers is None else self.line_numbers[offset]
 
 
-def partition_of(key: str, num_partitions: int) -> int:
-    """The partition of a cleaned text (or of a source file's rejects): crc32 of its UTF-8 bytes, mod n.
+def partitions_of(keys: Sequence[str], num_partitions: int) -> np.ndarray:
+    """The partition of each cleaned text (or source file's rejects): crc32 of its UTF-8 bytes, mod n (int64).
 
     crc32 because it is fixed forever and the same in every process (Python's `hash()` is
     salted per process), and cheap. It decides which output file each record lands in: a
-    different hash would change the output bytes of every run, so it stays.
+    different hash would change the output bytes of every run, so it stays. One list
+    comprehension for a whole batch: a Python call per text cost more than the hash.
     """
-    return zlib.crc32(key.encode("utf-8")) % num_partitions
+    crc32 = zlib.crc32
+    return np.array([crc32(key.encode("utf-8")) for key in keys], np.int64) % num_partitions
+
+
+def partition_of(key: str, num_partitions: int) -> int:
+    """`partitions_of` one key."""
+    return int(partitions_of([key], num_partitions)[0])
 
 
 # ---------------------------------------------------------------- read
@@ -387,8 +394,7 @@ def _record_batch(source_name: str, line_numbers: list[int], ids: list[str | Non
 
 def _split_by_text(records: pa.RecordBatch, texts: list[str], num_partitions: int) -> dict[int, pa.RecordBatch]:
     """{partition: its records}; each part is a compact copy (a slice would carry the whole batch's buffers)."""
-    crc32 = zlib.crc32  # partition_of, for a whole batch
-    partitions = np.array([crc32(text.encode("utf-8")) for text in texts], np.int64) % num_partitions
+    partitions = partitions_of(texts, num_partitions)
     return {int(partition): records.take(pa.array(np.flatnonzero(partitions == partition)))
             for partition in np.unique(partitions)}
 

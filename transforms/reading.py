@@ -523,6 +523,15 @@ _JSON = json.JSONDecoder()
 NO_FIELDS: dict = {}  # shared by every record when no field is kept (never mutated)
 
 
+def _decoded_line(raw: bytes, encoding: str) -> tuple[str, str | None]:
+    """(the record decoded, without a BOM, None), or ("", the drop reason: undecodable or blank)."""
+    try:
+        line = raw.decode(encoding).removeprefix("\ufeff")
+    except UnicodeDecodeError:
+        return "", INVALID_UTF8 if encoding == DEFAULT_ENCODING else UNDECODABLE
+    return (line, None) if line.strip() else ("", BLANK_LINE)
+
+
 def _json_object(raw: bytes, encoding: str, number_fields: tuple[str, ...]) -> dict | str:
     """A JSON record's object, or a drop reason: what Python's json reads, at orjson's speed where they agree.
 
@@ -542,12 +551,9 @@ def _json_object(raw: bytes, encoding: str, number_fields: tuple[str, ...]) -> d
             return value
     except (orjson.JSONDecodeError, UnicodeDecodeError):
         pass
-    try:
-        line = raw.decode(encoding).removeprefix("\ufeff")
-    except UnicodeDecodeError:
-        return INVALID_UTF8 if encoding == DEFAULT_ENCODING else UNDECODABLE
-    if not line.strip():
-        return BLANK_LINE
+    line, reason = _decoded_line(raw, encoding)
+    if reason is not None:
+        return reason
     try:
         value = _JSON.decode(line)
     except (json.JSONDecodeError, RecursionError):
@@ -571,13 +577,9 @@ def parse_line(raw, fmt: str, fields: FieldSpec, columns: list[str] | None, enco
         if obj.__class__ is str:
             return obj
     else:
-        try:
-            line = raw.decode(encoding)
-        except UnicodeDecodeError:
-            return INVALID_UTF8 if encoding == DEFAULT_ENCODING else UNDECODABLE
-        line = line.removeprefix("\ufeff")
-        if not line.strip():
-            return BLANK_LINE
+        line, reason = _decoded_line(raw, encoding)
+        if reason is not None:
+            return reason
         if fmt == "text":
             return None, line, {name: None for name, _ in fields.keep_fields}
         delimiter = "\t" if fmt == "tsv" else ","
